@@ -1,0 +1,251 @@
+"""ffprobe and ffmpeg pipes shared by the services.
+
+Decoding runs ffmpeg as a child process writing raw frames (or PCM) to a pipe. stderr is drained by
+its own thread into a bounded tail, so a chatty decoder can never fill a pipe and hang us, and the
+child is killed whenever the reader stops early.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from services.common.blocking import CancelToken
+from services.common.errors import Cancelled, UndecodableMedia, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise Unavailable(f"{name} is not installed (the install step adds Debian's ffmpeg)")
+    return path
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ffprobe says about a file (mirrors ``videoanalysis.v1.VideoInfo``)."""
+
+    duration_s: float
+    avg_fps: float
+    real_fps: float
+    frame_count: int
+    width: int
+    height: int
+    rotation: int
+    container: str
+    video_codec: str
+    audio_codec: str
+    has_audio: bool
+    is_vfr: bool
+    size_bytes: int
+    pixel_format: str
+    audio_sample_rate: int
+    audio_channels: int
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self.video_codec)
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in ("N/A", "0/0"):
+        return 0.0
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(value)
+
+
+def _float(text: object) -> float:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _rotation(stream: dict) -> int:
+    rotate = stream.get("tags", {}).get("rotate")
+    if rotate is not None:
+        return int(_float(rotate)) % 360
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(-_float(side["rotation"])) % 360
+    return 0
+
+
+def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
+    """Describes ``path``; raises :class:`UndecodableMedia` when ffprobe cannot read it."""
+    ffprobe = require_binary("ffprobe")
+    cmd = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise UndecodableMedia(f"not a readable media file: {path.name} ({reason[-1] if reason else 'ffprobe failed'})")
+    data = json.loads(done.stdout or b"{}")
+    streams = data.get("streams", [])
+    fmt = data.get("format", {})
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
+        {},
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), {})
+    duration = _float(video.get("duration")) or _float(fmt.get("duration"))
+    avg_fps = _rate(video.get("avg_frame_rate"))
+    real_fps = _rate(video.get("r_frame_rate"))
+    frame_count = int(_float(video.get("nb_frames")))
+    if frame_count <= 0 and duration > 0 and avg_fps > 0:
+        frame_count = round(duration * avg_fps)
+    is_vfr = bool(avg_fps and real_fps and abs(avg_fps - real_fps) > 0.01 * real_fps)
+    return MediaInfo(
+        duration_s=duration,
+        avg_fps=avg_fps,
+        real_fps=real_fps,
+        frame_count=frame_count,
+        width=int(video.get("width", 0) or 0),
+        height=int(video.get("height", 0) or 0),
+        rotation=_rotation(video) if video else 0,
+        container=str(fmt.get("format_name", "")),
+        video_codec=str(video.get("codec_name", "")),
+        audio_codec=str(audio.get("codec_name", "")),
+        has_audio=bool(audio),
+        is_vfr=is_vfr,
+        size_bytes=int(_float(fmt.get("size"))) or (path.stat().st_size if path.exists() else 0),
+        pixel_format=str(video.get("pix_fmt", "")),
+        audio_sample_rate=int(_float(audio.get("sample_rate"))),
+        audio_channels=int(audio.get("channels", 0) or 0),
+    )
+
+
+class _StderrTail:
+    """Drains a child's stderr on a thread, keeping the last lines for error messages."""
+
+    def __init__(self, stream, keep: int = 20) -> None:  # type: ignore[no-untyped-def]
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream) -> None:  # type: ignore[no-untyped-def]
+        for raw in iter(stream.readline, b""):
+            self.lines.append(raw.decode(errors="replace").rstrip())
+        stream.close()
+
+    def join(self) -> str:
+        self._thread.join(timeout=5)
+        return "\n".join(self.lines)
+
+
+def _read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
+    chunks = []
+    remaining = size
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _pipe(cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str) -> Iterator[bytes]:
+    """Yields fixed-size chunks of ffmpeg's stdout; kills ffmpeg when the consumer stops."""
+    process = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
+    )
+    tail = _StderrTail(process.stderr)
+    finished = False
+    try:
+        while True:
+            if token is not None and token.cancelled:
+                raise Cancelled("cancelled")
+            chunk = _read_exactly(process.stdout, chunk_bytes)
+            if len(chunk) < chunk_bytes:
+                break
+            yield chunk
+        finished = True
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        stderr = tail.join()
+        if process.stdout:
+            process.stdout.close()
+    if finished and process.returncode != 0:
+        last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
+        raise UndecodableMedia(f"cannot decode {what}: {last[0]}")
+
+
+def iter_frames(
+    path: Path,
+    width: int,
+    height: int,
+    *,
+    fps: float | None = None,
+    token: CancelToken | None = None,
+    threads: int = 0,
+    pix_fmt: str = "rgb24",
+) -> Iterator[np.ndarray]:
+    """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
+
+    A file with no decodable video is reported by the caller (no frames come out); a decoder that
+    exits with an error raises :class:`UndecodableMedia`.
+    """
+    ffmpeg = require_binary("ffmpeg")
+    filters = []
+    if fps:
+        filters.append(f"fps={fps:g}")
+    filters.append(f"scale={width}:{height}:flags=area")
+    cmd = [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
+        "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
+        "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
+    ]  # fmt: skip
+    frame_bytes = width * height * 3
+    for chunk in _pipe(cmd, frame_bytes, token, path.name):
+        yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+
+
+def read_audio(path: Path, sample_rate: int = 16000, token: CancelToken | None = None) -> np.ndarray:
+    """Decodes the first audio stream to mono float32 at ``sample_rate`` in memory (no temp file)."""
+    ffmpeg = require_binary("ffmpeg")
+    cmd = [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
+        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1",
+    ]  # fmt: skip
+    block = sample_rate * 4 * 10  # ten seconds per read
+    parts: list[bytes] = []
+    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tail = _StderrTail(process.stderr)
+    try:
+        while True:
+            if token is not None and token.cancelled:
+                raise Cancelled("cancelled")
+            chunk = process.stdout.read(block)  # type: ignore[union-attr]
+            if not chunk:
+                break
+            parts.append(chunk)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        stderr = tail.join()
+    if process.returncode != 0:
+        last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
+        raise UndecodableMedia(f"cannot decode the audio of {path.name}: {last[0]}")
+    data = b"".join(parts)
+    return np.frombuffer(data[: len(data) // 4 * 4], dtype=np.float32).copy()

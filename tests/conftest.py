@@ -1,0 +1,92 @@
+"""Fixtures shared by every test: paths to the real test media and an in-process gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+from services.common.config import ServiceSettings  # noqa: E402
+from services.common.server import RunningServer, ServiceDefinition, start_server  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+
+
+def testdata(relative: str) -> Path:
+    """A file of ../shared/testdata, or a clear failure saying where it was expected."""
+    path = TESTDATA / relative
+    if not path.exists():
+        pytest.fail(f"test media missing: {path} (the shared test data lives beside the repository)")
+    return path
+
+
+@pytest.fixture
+def media_root(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def put_media(media_root: Path) -> Callable[[str, str | None], str]:
+    """Copies a testdata file into the media root; returns its path relative to the root."""
+
+    def put(relative: str, name: str | None = None) -> str:
+        source = testdata(relative)
+        target = media_root / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        return target.relative_to(media_root).as_posix()
+
+    return put
+
+
+@pytest.fixture
+async def grpc_server() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    """``await grpc_server(settings, build)``: a real server on a free loopback port, started with the
+    shared boot path and ready (models loaded); stopped after the test."""
+    started: list[RunningServer] = []
+
+    async def start(
+        settings: ServiceSettings, build: Callable[..., Sequence[ServiceDefinition]]
+    ) -> RunningServer:
+        running = await start_server(settings, build(settings))
+        started.append(running)
+        await running.mark_ready()
+        return running
+
+    yield start
+    for running in started:
+        await running.stop(0)
+
+
+@pytest.fixture
+async def channel_to() -> AsyncIterator[Callable[[RunningServer], grpc.aio.Channel]]:
+    channels: list[grpc.aio.Channel] = []
+
+    def open_channel(running: RunningServer) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(running.address)
+        channels.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in channels:
+        await channel.close()
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fails a test that logged at ERROR or above, unless it is marked ``allow_error_logs``."""
+    yield
+    if request.node.get_closest_marker("allow_error_logs"):
+        return
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, f"unexpected ERROR logs: {[r.getMessage() for r in errors]}"
