@@ -1,4 +1,4 @@
-"""Generates the Python gRPC code from ``protos/videoanalysis/v1/*.proto`` with the pinned grpcio-tools.
+"""Generates the Python gRPC code from ``protos/videoanalysis/v1/*.proto`` (pinned grpcio-tools).
 
 ``python -m protos.generate`` writes next to the sources; ``--if-stale`` skips the work when the
 generated files are newer than every .proto; ``--out DIR`` writes elsewhere (the staleness test
@@ -26,7 +26,9 @@ def generated_files(out: Path = REPO_ROOT) -> list[Path]:
     files = []
     for proto in proto_files():
         base = out / proto.relative_to(REPO_ROOT).with_suffix("")
-        files += [base.with_name(base.name + suffix) for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")]
+        files += [
+            base.with_name(base.name + suffix) for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+        ]
     return files
 
 
@@ -56,7 +58,9 @@ def generate(out: Path = REPO_ROOT) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the code is current")
+    parser.add_argument(
+        "--if-stale", action="store_true", help="do nothing when the code is current"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT)
     args = parser.parse_args(argv)
     if args.if_stale and args.out == REPO_ROOT and not is_stale():

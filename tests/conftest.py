@@ -13,19 +13,47 @@ import pytest
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
-from services.common.config import ServiceSettings  # noqa: E402
-from services.common.server import RunningServer, ServiceDefinition, start_server  # noqa: E402
+from services.common.config import ServiceSettings
+from services.common.server import RunningServer, ServiceDefinition, start_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 
-def testdata(relative: str) -> Path:
+def testdata_path(relative: str) -> Path:
     """A file of ../shared/testdata, or a clear failure saying where it was expected."""
     path = TESTDATA / relative
     if not path.exists():
-        pytest.fail(f"test media missing: {path} (the shared test data lives beside the repository)")
+        pytest.fail(
+            f"test media missing: {path} (the shared test data lives beside the repository)"
+        )
     return path
+
+
+@pytest.fixture
+def testdata() -> Callable[[str], Path]:
+    """``testdata("audio/conv_dev_1.wav")``: the path of a shared test file."""
+    return testdata_path
+
+
+def child_processes() -> set[int]:
+    """Pids of this process's live children (read from /proc)."""
+    me = str(os.getpid())
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            children.add(int(stat.parent.name))
+    return children
+
+
+@pytest.fixture
+def live_children() -> Callable[[], set[int]]:
+    """``live_children()``: pids of this test process's running child processes."""
+    return child_processes
 
 
 @pytest.fixture
@@ -40,7 +68,7 @@ def put_media(media_root: Path) -> Callable[[str, str | None], str]:
     """Copies a testdata file into the media root; returns its path relative to the root."""
 
     def put(relative: str, name: str | None = None) -> str:
-        source = testdata(relative)
+        source = testdata_path(relative)
         target = media_root / (name or source.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
@@ -51,8 +79,8 @@ def put_media(media_root: Path) -> Callable[[str, str | None], str]:
 
 @pytest.fixture
 async def grpc_server() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
-    """``await grpc_server(settings, build)``: a real server on a free loopback port, started with the
-    shared boot path and ready (models loaded); stopped after the test."""
+    """``await grpc_server(settings, build)``: a real server on a free loopback port,
+    started with the shared boot path and ready (models loaded); stopped after the test."""
     started: list[RunningServer] = []
 
     async def start(
@@ -83,7 +111,9 @@ async def channel_to() -> AsyncIterator[Callable[[RunningServer], grpc.aio.Chann
 
 
 @pytest.fixture(autouse=True)
-def no_error_logs(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+def no_error_logs(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
     """Fails a test that logged at ERROR or above, unless it is marked ``allow_error_logs``."""
     yield
     if request.node.get_closest_marker("allow_error_logs"):

@@ -50,8 +50,9 @@ async def iterate_in_thread(
     """Runs the generator ``produce(token)`` in a thread and yields its items on the event loop.
 
     At most ``max_pending`` items wait in between (the producer blocks beyond that). When the
-    consumer stops early or is cancelled, the token is cancelled and the thread joined; an
-    exception raised in the producer is re-raised here.
+    consumer is cancelled, or closes this generator (wrap it in ``contextlib.aclosing`` to stop
+    early with ``break``), the token is cancelled and the thread joined; an exception raised in the
+    producer is re-raised here.
     """
     token = token or CancelToken()
     loop = asyncio.get_running_loop()

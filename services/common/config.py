@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
 
 
 def load_settings(cls: type[S], argv: Sequence[str] | None = None, **overrides: object) -> S:
-    """Builds ``cls`` from the environment, then the common flags in ``argv``, then ``overrides``."""
+    """Builds ``cls`` from the environment, then the flags in ``argv``, then ``overrides``."""
     parser = argparse.ArgumentParser(description=cls.__doc__)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from services.common.blocking import CancelToken
-from services.common.errors import Cancelled, UndecodableMedia, Unavailable
+from services.common.errors import Cancelled, Unavailable, UndecodableMedia
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +89,34 @@ def _rotation(stream: dict) -> int:
 def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
     """Describes ``path``; raises :class:`UndecodableMedia` when ffprobe cannot read it."""
     ffprobe = require_binary("ffprobe")
-    cmd = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = [
+        ffprobe,
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+        str(path),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UndecodableMedia(f"not a readable media file: {path.name} ({reason[-1] if reason else 'ffprobe failed'})")
+        raise UndecodableMedia(
+            f"not a readable media file: {path.name} ({reason[-1] if reason else 'ffprobe failed'})"
+        )
     data = json.loads(done.stdout or b"{}")
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     video = next(
-        (s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")),
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+        ),
         {},
     )
     audio = next((s for s in streams if s.get("codec_type") == "audio"), {})
@@ -162,7 +177,9 @@ def _read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
     return b"".join(chunks)
 
 
-def _pipe(cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str) -> Iterator[bytes]:
+def _pipe(
+    cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str
+) -> Iterator[bytes]:
     """Yields fixed-size chunks of ffmpeg's stdout; kills ffmpeg when the consumer stops."""
     process = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
@@ -220,8 +237,10 @@ def iter_frames(
         yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
 
 
-def read_audio(path: Path, sample_rate: int = 16000, token: CancelToken | None = None) -> np.ndarray:
-    """Decodes the first audio stream to mono float32 at ``sample_rate`` in memory (no temp file)."""
+def read_audio(
+    path: Path, sample_rate: int = 16000, token: CancelToken | None = None
+) -> np.ndarray:
+    """Decodes the first audio stream to mono float32 at ``sample_rate``, in memory."""
     ffmpeg = require_binary("ffmpeg")
     cmd = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
@@ -229,7 +248,9 @@ def read_audio(path: Path, sample_rate: int = 16000, token: CancelToken | None =
     ]  # fmt: skip
     block = sample_rate * 4 * 10  # ten seconds per read
     parts: list[bytes] = []
-    process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     tail = _StderrTail(process.stderr)
     try:
         while True:

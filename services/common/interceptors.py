@@ -22,10 +22,14 @@ from services.common.logs import REQUEST_ID_METADATA_KEY, request_id_var
 log = logging.getLogger(__name__)
 
 #: Opens around one RPC; gets the method's full name and the context, yields a per-message hook.
-Around = Callable[[str, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[Callable[[], None]]]
+Around = Callable[
+    [str, grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[Callable[[], None]]
+]
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, around: Around
+) -> grpc.RpcMethodHandler:
     """Rebuilds ``handler`` so that ``around`` encloses each call of any streaming kind."""
 
     def unary_response(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -37,7 +41,9 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, around: Around) -
 
         return call
 
-    def stream_response(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def stream_response(
+        behavior: Callable[..., AsyncIterator[Any]],
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with around(method, context) as on_message:
                 async for response in behavior(request, context):
@@ -100,10 +106,12 @@ def _noop() -> None:
 
 
 class RequestIdInterceptor(_WrappingInterceptor):
-    """Takes ``x-request-id`` from the metadata (or makes one), sets it for logs and echoes it back."""
+    """Takes ``x-request-id`` from the metadata (or makes one) for logs; echoes it."""
 
     @contextlib.asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[Callable[[], None]]:
+    async def around(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Callable[[], None]]:
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex)
         token = request_id_var.set(request_id)
@@ -123,7 +131,9 @@ class MetricsInterceptor(_WrappingInterceptor):
         metrics.GRPC_SERVER_STARTED.labels(service, name, _rpc_type(handler)).inc()
 
     @contextlib.asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[Callable[[], None]]:
+    async def around(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Callable[[], None]]:
         service, name = _split_method(method)
         sent = metrics.GRPC_SERVER_MSG_SENT.labels(service, name)
         in_flight = metrics.GRPC_SERVER_IN_FLIGHT.labels(service)
@@ -171,7 +181,9 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     other exception becomes INTERNAL with a generic message (traceback logged)."""
 
     @contextlib.asynccontextmanager
-    async def around(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[Callable[[], None]]:
+    async def around(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Callable[[], None]]:
         try:
             yield _noop
         except ServiceError as exc:

@@ -11,7 +11,8 @@ class MediaRoot:
     """The folder every service shares (a ReadWriteMany volume in Kubernetes).
 
     Clients name files by a path relative to it. Absolute paths, ``..`` components and symlinks that
-    lead outside are rejected with :class:`InvalidArgument`; missing files with :class:`MediaNotFound`.
+    lead outside are rejected with :class:`InvalidArgument`; missing files with
+    :class:`MediaNotFound`.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -24,7 +25,11 @@ class MediaRoot:
         if "\x00" in relative:
             raise InvalidArgument("media path contains a NUL byte")
         pure = PurePosixPath(relative)
-        if pure.is_absolute() or relative.startswith("\\") or (len(relative) > 1 and relative[1] == ":"):
+        if (
+            pure.is_absolute()
+            or relative.startswith("\\")
+            or (len(relative) > 1 and relative[1] == ":")
+        ):
             raise InvalidArgument(f"media path must be relative to the media root: {relative!r}")
         if ".." in pure.parts:
             raise InvalidArgument(f"media path may not contain '..': {relative!r}")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def mapped_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """Turns domain errors into ``await context.abort(code, message)`` (one map for all services)."""
+    """Turns domain errors into ``await context.abort(code, message)``."""
     try:
         yield
     except ServiceError as exc:
@@ -28,13 +28,15 @@ async def mapped_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None
 
 
 def cancel_token(context: grpc.aio.ServicerContext) -> CancelToken:
-    """A token that is cancelled when the RPC ends for any reason (client cancel, deadline, done)."""
+    """A token that is cancelled when the RPC ends (cancel, deadline or done)."""
     token = CancelToken()
     context.add_done_callback(lambda _call: token.cancel())
     return token
 
 
-def progress(done: int, total: int, unit: str, stage: str, message: str = "") -> common_pb2.Progress:
+def progress(
+    done: int, total: int, unit: str, stage: str, message: str = ""
+) -> common_pb2.Progress:
     return common_pb2.Progress(done=done, total=total, unit=unit, stage=stage, message=message)
 
 

@@ -65,7 +65,9 @@ class RunningServer:
                 started = time.perf_counter()
                 await asyncio.to_thread(service.load)
                 elapsed = time.perf_counter() - started
-                metrics.MODEL_LOAD_SECONDS.labels(service.name, service.model or "default").observe(elapsed)
+                metrics.MODEL_LOAD_SECONDS.labels(service.name, service.model or "default").observe(
+                    elapsed
+                )
                 log.info("%s ready (model loaded in %.1f s)", service.name, elapsed)
             await self.health.set(service.name, SERVING)
 
@@ -74,7 +76,9 @@ class RunningServer:
         await self.server.stop(grace_s)
 
 
-async def start_server(settings: ServiceSettings, services: Sequence[ServiceDefinition]) -> RunningServer:
+async def start_server(
+    settings: ServiceSettings, services: Sequence[ServiceDefinition]
+) -> RunningServer:
     """Builds and starts a server on ``settings.port`` (0 picks a free one); services stay
     NOT_SERVING until :meth:`RunningServer.mark_ready`."""
     server = grpc.aio.server(
@@ -101,7 +105,10 @@ async def start_server(settings: ServiceSettings, services: Sequence[ServiceDefi
     for service in services:
         await health_servicer.set(service.name, NOT_SERVING)
     log.info(
-        "listening on port %d (metrics on %d): %s", port, metrics_port, ", ".join(s.name for s in services)
+        "listening on port %d (metrics on %d): %s",
+        port,
+        metrics_port,
+        ", ".join(s.name for s in services),
     )
     return RunningServer(server, health_servicer, port, metrics_port, list(services))
 
@@ -120,7 +127,11 @@ async def serve(settings: ServiceSettings, services: Sequence[ServiceDefinition]
     await running.stop(settings.grace_s)
 
 
-def run(component: str, settings: ServiceSettings, build: Callable[[ServiceSettings], Sequence[ServiceDefinition]]) -> None:
+def run(
+    component: str,
+    settings: ServiceSettings,
+    build: Callable[[ServiceSettings], Sequence[ServiceDefinition]],
+) -> None:
     """Entry point of ``python -m <component>``."""
     configure_logging(component, settings.log_level)
     asyncio.run(serve(settings, build(settings)))

@@ -1,4 +1,4 @@
-"""The shared runtime, exercised through a real ingest server: health, reflection, metrics, errors."""
+"""Shared runtime through a real ingest server: health, reflection, metrics, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
-from services.common.media import MediaRoot
 from services.common.errors import InvalidArgument, MediaNotFound
+from services.common.media import MediaRoot
 from services.ingest.config import IngestSettings
 from services.ingest.server import SERVICE_NAME, build_services
 
@@ -46,8 +46,8 @@ async def test_reflection_lists_the_service(ingest, channel_to) -> None:
 def _handled(metrics_port: int, code: str) -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     wanted = (
-        'videoanalysis_grpc_server_handled_total{grpc_code="%s",grpc_method="Probe",'
-        'grpc_service="videoanalysis.v1.IngestService"}' % code
+        f'videoanalysis_grpc_server_handled_total{{grpc_code="{code}",grpc_method="Probe",'
+        'grpc_service="videoanalysis.v1.IngestService"}'
     )
     for line in body.splitlines():
         if line.startswith(wanted):
@@ -59,7 +59,9 @@ async def test_metrics_count_handled_rpcs_by_code(ingest, channel_to, put_media)
     stub = ingest_pb2_grpc.IngestServiceStub(channel_to(ingest))
     ok_before = _handled(ingest.metrics_port, "OK")
     missing_before = _handled(ingest.metrics_port, "NOT_FOUND")
-    await stub.Probe(ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=put_media("video/counter.mp4"))))
+    await stub.Probe(
+        ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=put_media("video/counter.mp4")))
+    )
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Probe(ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path="missing.mp4")))
     assert _handled(ingest.metrics_port, "OK") == ok_before + 1
@@ -87,7 +89,9 @@ async def test_request_id_is_echoed(ingest, channel_to, put_media) -> None:
         ("notes.txt", grpc.StatusCode.FAILED_PRECONDITION),
     ],
 )
-async def test_bad_media_paths_get_precise_codes(ingest, channel_to, media_root: Path, path, code) -> None:
+async def test_bad_media_paths_get_precise_codes(
+    ingest, channel_to, media_root: Path, path, code
+) -> None:
     (media_root / "notes.txt").write_text("not a video")
     (media_root / "escape").symlink_to("/etc/hostname")
     stub = ingest_pb2_grpc.IngestServiceStub(channel_to(ingest))
