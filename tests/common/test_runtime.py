@@ -117,3 +117,31 @@ def test_media_root_confines_paths(tmp_path: Path) -> None:
             root.resolve(bad)
     with pytest.raises(MediaNotFound):
         root.resolve("a/none.mp4")
+
+
+async def test_request_id_crosses_a_hop_through_open_channel(ingest, put_media) -> None:
+    from services.common.channels import open_channel
+    from services.common.logs import request_id_var
+
+    token = request_id_var.set("job-42")
+    try:
+        async with open_channel(ingest.address) as channel:
+            call = ingest_pb2_grpc.IngestServiceStub(channel).Probe(
+                ingest_pb2.ProbeRequest(
+                    media=common_pb2.MediaRef(path=put_media("video/counter.mp4"))
+                )
+            )
+            await call
+            assert ("x-request-id", "job-42") in tuple(await call.initial_metadata())
+    finally:
+        request_id_var.reset(token)
+
+
+def test_channel_targets() -> None:
+    from services.common.channels import channel_target
+
+    assert channel_target("127.0.0.1:1,127.0.0.1:2") == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    assert channel_target("scene:50052") == "dns:///scene:50052"
+    assert channel_target(["[::1]:5"]) == "ipv6:[::1]:5"
+    with pytest.raises(InvalidArgument):
+        channel_target("a:1,b:2")

@@ -1,0 +1,92 @@
+"""Client side: one long-lived channel per downstream service, load-balanced, carrying the request id."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from services.common.errors import InvalidArgument
+from services.common.logs import REQUEST_ID_METADATA_KEY, request_id_var
+
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def channel_target(addresses: str | Sequence[str]) -> str:
+    """The gRPC target for one or more ``host:port`` addresses.
+
+    Several IP addresses become one ``ipv4:``/``ipv6:`` target that ``round_robin`` spreads calls
+    over; a single host name becomes ``dns:///host:port``, which in Kubernetes (a headless Service)
+    resolves to every ready pod.
+    """
+    items = [a.strip() for a in (addresses.split(",") if isinstance(addresses, str) else addresses)]
+    items = [a for a in items if a]
+    if not items:
+        raise InvalidArgument("no address given")
+    if len(items) == 1 and "://" in items[0]:
+        return items[0]
+    hosts = [_host(a) for a in items]
+    if all(_is_ip(h, 4) for h in hosts):
+        return "ipv4:" + ",".join(items)
+    if all(_is_ip(h, 6) for h in hosts):
+        return "ipv6:" + ",".join(items)
+    if len(items) == 1:
+        return f"dns:///{items[0]}"
+    raise InvalidArgument(
+        f"several addresses must all be IP literals (or use one DNS name): {items}"
+    )
+
+
+def _host(address: str) -> str:
+    host, _, _port = address.rpartition(":")
+    return host.strip("[]")
+
+
+def _is_ip(host: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == version
+    except ValueError:
+        return False
+
+
+class _RequestIdClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
+):
+    """Adds the current request id to every outgoing call, so logs can follow a job across hops."""
+
+    @staticmethod
+    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        request_id = request_id_var.get()
+        if not request_id:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if REQUEST_ID_METADATA_KEY not in metadata:
+            metadata.add(REQUEST_ID_METADATA_KEY, request_id)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_request_id(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_request_id(details), request)
+
+
+def open_channel(
+    addresses: str | Sequence[str], max_message_bytes: int = 64 * 1024 * 1024
+) -> grpc.aio.Channel:
+    """An insecure channel with ``round_robin`` over ``addresses`` and request-id propagation."""
+    return grpc.aio.insecure_channel(
+        channel_target(addresses),
+        options=[
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+        interceptors=[_RequestIdClientInterceptor()],
+    )
