@@ -1,4 +1,4 @@
-"""Client side: one long-lived channel per downstream service, load-balanced, carrying the request id."""
+"""Client side: one long-lived, load-balanced channel per downstream, carrying the request id."""
 
 from __future__ import annotations
 
