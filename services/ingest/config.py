@@ -17,7 +17,15 @@ class IngestSettings(ServiceSettings):
     max_archive_members: int = 100_000
     max_member_ratio: float = 200.0
     max_member_bytes: int = 20 * 1024**3
-    #: Encoder for normalisation: "auto" uses NVENC when ffmpeg has it, else libx264.
+    #: Legacy project naming keyword (spec 01 §1.5): "13_Camille_x.zip" → "13 Camille".
+    project_keyword: str = "Camille"
+    #: Encoder for normalisation: "auto" uses NVENC when a test encode works, else libx264.
     encoder: str = "auto"
+    target_fps: float = 25.0
     x264_preset: str = "veryfast"
     crf: int = 23
+    nvenc_preset: str = "p5"
+    nvenc_cq: int = 23
+    audio_bitrate: str = "192k"
+    #: Normalisations running at once (x264 uses every core; NVENC limits sessions).
+    max_concurrent_encodes: int = 1

@@ -17,7 +17,9 @@ def build_services(settings: IngestSettings) -> Sequence[ServiceDefinition]:
     return [
         ServiceDefinition(
             name=SERVICE_NAME,
-            register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server),
+            register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(
+                servicer, server
+            ),
             load=servicer.warm_up,
             model="ffmpeg",
         )

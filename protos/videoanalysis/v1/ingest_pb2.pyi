@@ -62,7 +62,7 @@ class MemberOutcome(_message.Message):
     def __init__(self, member_name: _Optional[str] = ..., status: _Optional[_Union[MemberOutcome.Status, str]] = ..., output_path: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., size_bytes: _Optional[int] = ..., renamed: bool = ...) -> None: ...
 
 class ExtractArchiveResult(_message.Message):
-    __slots__ = ("project_name", "project_dir", "videos", "extracted_count", "skipped_count", "failed_count", "source_deleted", "total_bytes", "complete")
+    __slots__ = ("project_name", "project_dir", "videos", "extracted_count", "skipped_count", "failed_count", "source_deleted", "total_bytes", "complete", "errors", "archive_format")
     PROJECT_NAME_FIELD_NUMBER: _ClassVar[int]
     PROJECT_DIR_FIELD_NUMBER: _ClassVar[int]
     VIDEOS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class ExtractArchiveResult(_message.Message):
     SOURCE_DELETED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     project_name: str
     project_dir: str
     videos: _containers.RepeatedScalarFieldContainer[str]
@@ -81,7 +83,9 @@ class ExtractArchiveResult(_message.Message):
     source_deleted: bool
     total_bytes: int
     complete: bool
-    def __init__(self, project_name: _Optional[str] = ..., project_dir: _Optional[str] = ..., videos: _Optional[_Iterable[str]] = ..., extracted_count: _Optional[int] = ..., skipped_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., source_deleted: bool = ..., total_bytes: _Optional[int] = ..., complete: bool = ...) -> None: ...
+    errors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ErrorDetail]
+    archive_format: str
+    def __init__(self, project_name: _Optional[str] = ..., project_dir: _Optional[str] = ..., videos: _Optional[_Iterable[str]] = ..., extracted_count: _Optional[int] = ..., skipped_count: _Optional[int] = ..., failed_count: _Optional[int] = ..., source_deleted: bool = ..., total_bytes: _Optional[int] = ..., complete: bool = ..., errors: _Optional[_Iterable[_Union[_common_pb2.ErrorDetail, _Mapping]]] = ..., archive_format: _Optional[str] = ...) -> None: ...
 
 class ExtractArchiveResponse(_message.Message):
     __slots__ = ("progress", "member", "result")
