@@ -1,0 +1,468 @@
+"""The embedded diarization engine: only weights that ship inside PyPI packages, no token, no hub.
+
+Pipeline (16 kHz mono float32 in, speaker turns out):
+
+1. **Speech detection.** Silero VAD (``silero_vad/data/silero_vad.jit``) gives a speech probability
+   every 32 ms; hysteresis (onset/offset thresholds), short pauses closed, blips removed. The audio
+   is cut into pieces that run as one batch (each with a second of warm-up context), which is ~4x
+   faster than Silero's sequential loop.
+2. **Speaker embeddings.** Resemblyzer's GE2E encoder (``resemblyzer/pretrained.pt``) on 1.6 s
+   windows every ``hop_s`` (0.2 s) whose frames are mostly speech; the log-free mel spectrogram it
+   expects is computed once for the whole file with torch (no librosa/numba at run time).
+3. **Clustering.** Auto-tuned spectral clustering (NME-SC): binarised k-nearest-neighbour
+   affinity between windows (windows sharing audio are never neighbours), the neighbour count and
+   the speaker count chosen together by the normalised maximum eigengap of the Laplacian within
+   the allowed range (so one speaker is a possible answer), then k-means on the spectral
+   embedding. Long files cluster a regular subsample of ``max_cluster_windows`` windows.
+4. **Resegmentation.** Every speech frame (10 ms) is scored against each speaker centroid by
+   averaging the similarities of all windows that cover it, then centroids are re-estimated and
+   the frames re-assigned (``resegment_iterations``). A speaker change therefore lands where the
+   evidence of the overlapping windows flips, not on a fixed window grid.
+5. **Turn extent.** Silero marks the voiced core of speech and stops short of breaths, soft onsets
+   and noisy pauses inside a sentence. A speaker's region is extended along the audio that is
+   still "live" (short-time energy above ``energy_floor_db`` after loudness normalisation, gaps
+   below ``energy_close_s`` closed), by at most ``energy_extend_s`` on each side; pauses of dead
+   air (near digital silence) always end a turn. Frames added this way take the label of the
+   nearest labelled frame.
+
+Overlapped speech is not detected: each frame gets exactly one speaker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from services.audio.diarizer import SAMPLE_RATE, ProgressFn, SpeakerCount, Step, Turn, label_turns
+from services.common.blocking import CancelToken
+from services.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+_VAD_CHUNK = 512  # samples per Silero step at 16 kHz (32 ms)
+_VAD_STEP_S = _VAD_CHUNK / SAMPLE_RATE
+_FRAME_HOP = 160  # 10 ms mel / label frames
+_FRAMES_PER_S = SAMPLE_RATE // _FRAME_HOP
+_N_FFT = 400  # 25 ms analysis window, as Resemblyzer's training features
+_N_MELS = 40
+_WINDOW_FRAMES = 160  # 1.6 s partial utterance, as Resemblyzer was trained
+_TARGET_DBFS = -30.0  # Resemblyzer's loudness normalisation (increase only)
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """``[[start, end), ...]`` of the True runs of a 1-D boolean array."""
+    padded = np.concatenate(([False], mask.astype(bool), [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return edges.reshape(-1, 2)
+
+
+def _check(name: str, value: float, low: float, high: float) -> float:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be within [{low}, {high}], got {value}")
+    return value
+
+
+class EmbeddedEngine:
+    """Silero VAD + Resemblyzer embeddings + spectral clustering + resegmentation.
+
+    Hyper-parameters are one configuration for every input (tuned on the dev conversations and
+    pyannote's sample as a whole, never per file). ``load`` must run once before ``diarize``;
+    calls are serialised (the VAD model keeps recurrent state).
+    """
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        *,
+        vad_onset: float = 0.5,
+        vad_offset: float = 0.35,
+        vad_min_off_s: float = 0.3,
+        vad_min_on_s: float = 0.2,
+        vad_piece_s: float = 8.0,
+        hop_s: float = 0.2,
+        min_window_speech: float = 0.5,
+        max_neighbour_fraction: float = 0.4,
+        max_speakers: int = 8,
+        max_cluster_windows: int = 600,
+        resegment_iterations: int = 2,
+        energy_floor_db: float = -55.0,
+        energy_close_s: float = 0.3,
+        energy_extend_s: float = 1.0,
+        min_turn_s: float = 0.05,
+        batch_size: int = 64,
+        torch_threads: int = 1,
+        device: str = "cpu",
+    ) -> None:
+        _check("vad_onset", vad_onset, 0.01, 0.99)
+        _check("vad_offset", vad_offset, 0.01, vad_onset)
+        _check("vad_min_off_s", vad_min_off_s, 0.0, 5.0)
+        _check("vad_min_on_s", vad_min_on_s, 0.0, 5.0)
+        _check("vad_piece_s", vad_piece_s, 1.0, 600.0)
+        _check("hop_s", hop_s, 0.01, 1.6)
+        _check("min_window_speech", min_window_speech, 0.0, 1.0)
+        _check("max_neighbour_fraction", max_neighbour_fraction, 0.01, 1.0)
+        _check("max_speakers", max_speakers, 1, 20)
+        _check("max_cluster_windows", max_cluster_windows, 50, 5000)
+        _check("resegment_iterations", resegment_iterations, 0, 10)
+        _check("energy_floor_db", energy_floor_db, -120.0, 0.0)
+        _check("energy_close_s", energy_close_s, 0.0, 5.0)
+        _check("energy_extend_s", energy_extend_s, 0.0, 10.0)
+        _check("min_turn_s", min_turn_s, 0.0, 5.0)
+        _check("batch_size", batch_size, 1, 4096)
+        _check("torch_threads", torch_threads, 0, 256)
+        self.vad_onset = vad_onset
+        self.vad_offset = vad_offset
+        self.vad_min_off_s = vad_min_off_s
+        self.vad_min_on_s = vad_min_on_s
+        self.vad_piece_s = vad_piece_s
+        self.hop_frames = max(1, round(hop_s * _FRAMES_PER_S))
+        self.min_window_speech = min_window_speech
+        self.max_neighbour_fraction = max_neighbour_fraction
+        self.max_speakers = int(max_speakers)
+        self.max_cluster_windows = int(max_cluster_windows)
+        self.resegment_iterations = int(resegment_iterations)
+        self.energy_floor_db = energy_floor_db
+        self.energy_close_s = energy_close_s
+        self.energy_extend_s = energy_extend_s
+        self.min_turn_s = min_turn_s
+        self.batch_size = int(batch_size)
+        self.torch_threads = int(torch_threads)
+        self.device = device
+        self._lock = threading.Lock()
+        self._vad: Any = None
+        self._encoder: Any = None
+        self._mel_basis: Any = None
+        self._window: Any = None
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Loads Silero VAD and the GE2E encoder from their packages and runs them once."""
+        import torch
+        from resemblyzer import VoiceEncoder
+        from silero_vad import load_silero_vad
+
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        try:
+            self._vad = load_silero_vad()
+            weights = resources.files("resemblyzer").joinpath("pretrained.pt")
+            self._encoder = VoiceEncoder(self.device, verbose=False, weights_fpath=str(weights))
+        except Exception as exc:  # a broken install: the service must not report ready
+            raise Unavailable(f"cannot load the embedded diarization models: {exc}") from exc
+        self._encoder.eval()
+        self._mel_basis = torch.from_numpy(_mel_filterbank()).float()
+        self._window = torch.hann_window(_N_FFT)
+        # Warm-up: the first call of a TorchScript model and of an LSTM is much slower.
+        noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2) * 0.05).astype(np.float32)
+        self._vad_probs(noise, CancelToken())
+        self._embed(self._mel(noise)[None, :_WINDOW_FRAMES], CancelToken())
+        log.info("embedded diarization engine loaded (%s, %d torch threads)", self.device, self.torch_threads)
+
+    # ------------------------------------------------------------------ public
+
+    def diarize(
+        self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn
+    ) -> tuple[list[Turn], str]:
+        if self._encoder is None:
+            raise Unavailable("the embedded engine is not loaded yet")
+        while not self._lock.acquire(timeout=0.1):
+            token.raise_if_cancelled()
+        try:
+            return self._diarize(waveform.astype(np.float32, copy=False), count, token, progress), self.device
+        finally:
+            self._lock.release()
+
+    def _diarize(
+        self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn
+    ) -> list[Turn]:
+        n_frames = int(np.ceil(len(waveform) / _FRAME_HOP))
+        speech = self._speech_frames(waveform, n_frames, token, progress)
+        if not speech.any():
+            return []
+        audio = _normalise_loudness(waveform)
+        mel = self._mel(audio)[:n_frames]
+        starts, embeddings = self._window_embeddings(mel, speech, token, progress)
+        token.raise_if_cancelled()
+        progress(Step("clustering", 0, 1))
+        labels = self._cluster(starts, embeddings, count)
+        progress(Step("clustering", 1, 1))
+        frame_labels = self._resegment(starts, embeddings, labels, speech, count)
+        progress(Step("resegmentation", 1, 1))
+        active = self._turn_extent(audio, speech, n_frames)
+        frame_labels = _fill_nearest(frame_labels, active)
+        return self._turns(frame_labels)
+
+    # ------------------------------------------------------------------ speech
+
+    def _vad_probs(self, waveform: np.ndarray, token: CancelToken, progress: ProgressFn | None = None) -> np.ndarray:
+        """Silero speech probability per 32 ms step, computed as a batch of overlapping pieces."""
+        import torch
+
+        piece = max(1, int(self.vad_piece_s * SAMPLE_RATE) // _VAD_CHUNK) * _VAD_CHUNK
+        warm = SAMPLE_RATE // _VAD_CHUNK * _VAD_CHUNK  # ~1 s of context before each piece
+        steps = int(np.ceil(len(waveform) / _VAD_CHUNK))
+        total = steps * _VAD_CHUNK
+        padded = np.zeros(warm + total + piece, dtype=np.float32)
+        padded[warm : warm + len(waveform)] = waveform
+        offsets = list(range(0, total, piece))
+        out: list[np.ndarray] = []
+        group = 32
+        for first in range(0, len(offsets), group):
+            token.raise_if_cancelled()
+            batch = np.stack([padded[o : o + warm + piece] for o in offsets[first : first + group]])
+            with torch.inference_mode():
+                probs = self._vad.audio_forward(torch.from_numpy(batch), SAMPLE_RATE).numpy()
+            out.append(probs[:, warm // _VAD_CHUNK :].reshape(-1))
+            if progress is not None:
+                progress(Step("speech", min(first + group, len(offsets)), len(offsets), "pieces"))
+        return np.concatenate(out)[:steps]
+
+    def _speech_frames(
+        self, waveform: np.ndarray, n_frames: int, token: CancelToken, progress: ProgressFn
+    ) -> np.ndarray:
+        """Speech mask on the 10 ms frame grid (hysteresis, pauses closed, blips dropped)."""
+        probs = self._vad_probs(waveform, token, progress)
+        state = False
+        voiced = np.zeros(len(probs), dtype=bool)
+        for i, p in enumerate(probs.tolist()):
+            state = p > (self.vad_offset if state else self.vad_onset)
+            voiced[i] = state
+        runs = _runs(voiced).astype(float) * _VAD_STEP_S
+        merged: list[list[float]] = []
+        for start, end in runs:
+            if merged and start - merged[-1][1] < self.vad_min_off_s:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        mask = np.zeros(n_frames, dtype=bool)
+        for start, end in merged:
+            if end - start >= self.vad_min_on_s:
+                mask[int(start * _FRAMES_PER_S) : int(np.ceil(end * _FRAMES_PER_S))] = True
+        return mask
+
+    def _turn_extent(self, audio: np.ndarray, speech: np.ndarray, n_frames: int) -> np.ndarray:
+        """Speech extended along live (non-silent) audio, at most ``energy_extend_s`` each side."""
+        win = 2 * _FRAME_HOP
+        padded = np.pad(audio, (win // 2, win // 2 + _FRAME_HOP * n_frames))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::_FRAME_HOP][:n_frames]
+        level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
+        live = level > self.energy_floor_db
+        close = self.energy_close_s * _FRAMES_PER_S
+        for start, end in _runs(~live):
+            if start > 0 and end < n_frames and end - start < close:
+                live[start:end] = True
+        reach = int(round(self.energy_extend_s * _FRAMES_PER_S))
+        active = speech.copy()
+        for start, end in _runs(live):
+            core = np.flatnonzero(speech[start:end])
+            if core.size:
+                active[max(start, start + core[0] - reach) : min(end, start + core[-1] + 1 + reach)] = True
+        return active
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _mel(self, audio: np.ndarray) -> np.ndarray:
+        """Power mel spectrogram (frames x 40), the features Resemblyzer's encoder was trained on."""
+        import torch
+
+        spec = torch.stft(
+            torch.from_numpy(np.ascontiguousarray(audio)),
+            n_fft=_N_FFT,
+            hop_length=_FRAME_HOP,
+            win_length=_N_FFT,
+            window=self._window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        return (self._mel_basis @ spec.abs().pow(2)).T.contiguous().numpy()
+
+    def _embed(self, windows: np.ndarray, token: CancelToken, progress: ProgressFn | None = None) -> np.ndarray:
+        import torch
+
+        out = []
+        for first in range(0, len(windows), self.batch_size):
+            token.raise_if_cancelled()
+            batch = torch.from_numpy(np.ascontiguousarray(windows[first : first + self.batch_size]))
+            with torch.inference_mode():
+                out.append(self._encoder(batch.to(self._encoder.device)).cpu().numpy())
+            if progress is not None:
+                progress(Step("embeddings", min(first + self.batch_size, len(windows)), len(windows), "windows"))
+        return np.concatenate(out).astype(np.float64)
+
+    def _window_embeddings(
+        self, mel: np.ndarray, speech: np.ndarray, token: CancelToken, progress: ProgressFn
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Start frames and unit embeddings of the mostly-speech 1.6 s windows."""
+        if len(mel) < _WINDOW_FRAMES:
+            mel = np.pad(mel, ((0, _WINDOW_FRAMES - len(mel)), (0, 0)))
+            speech = np.pad(speech, (0, _WINDOW_FRAMES - len(speech)))
+        starts = np.arange(0, len(mel) - _WINDOW_FRAMES + 1, self.hop_frames)
+        if starts[-1] != len(mel) - _WINDOW_FRAMES:
+            starts = np.append(starts, len(mel) - _WINDOW_FRAMES)
+        cumulative = np.concatenate(([0], np.cumsum(speech)))
+        fraction = (cumulative[starts + _WINDOW_FRAMES] - cumulative[starts]) / _WINDOW_FRAMES
+        threshold = min(self.min_window_speech, float(fraction.max()))
+        starts = starts[fraction >= threshold]
+        windows = np.stack([mel[s : s + _WINDOW_FRAMES] for s in starts])
+        return starts, self._embed(windows, token, progress)
+
+    # ------------------------------------------------------------------ clustering
+
+    def _cluster(self, starts: np.ndarray, embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
+        """Cluster label per window (spectral clustering, eigengap speaker count, merging)."""
+        low, high = count.bounds(self.max_speakers)
+        n = len(embeddings)
+        if n < 2 or high == 1:
+            return np.zeros(n, dtype=int)
+        pick = np.arange(n)
+        if n > self.max_cluster_windows:  # long files: cluster a regular subsample, assign the rest
+            pick = np.linspace(0, n - 1, self.max_cluster_windows).round().astype(int)
+        sample = embeddings[pick]
+        high = min(high, len(sample) - 1)
+        low = min(low, high)
+        k, spectral = _spectral(sample, starts[pick], self.max_neighbour_fraction, low, high)
+        labels = _kmeans(spectral, k) if k > 1 else np.zeros(len(sample), dtype=int)
+        centroids = _centroids(sample, labels)
+        return np.argmax(embeddings @ centroids.T, axis=1)
+
+    def _resegment(
+        self,
+        starts: np.ndarray,
+        embeddings: np.ndarray,
+        labels: np.ndarray,
+        speech: np.ndarray,
+        count: SpeakerCount,
+    ) -> np.ndarray:
+        """Speaker per 10 ms frame (-1 for non-speech) from the windows that cover it."""
+        n_frames = len(speech)
+        k = int(labels.max()) + 1
+        centroids = _centroids(embeddings, labels)
+        frame_labels = np.full(n_frames, -1)
+        for _ in range(self.resegment_iterations + 1):
+            scores = embeddings @ centroids.T  # windows x speakers
+            edges = np.zeros((n_frames + _WINDOW_FRAMES + 1, k))
+            np.add.at(edges, starts, scores)
+            np.add.at(edges, starts + _WINDOW_FRAMES, -scores)
+            covered = np.zeros(n_frames + _WINDOW_FRAMES + 1)
+            np.add.at(covered, starts, 1)
+            np.add.at(covered, starts + _WINDOW_FRAMES, -1)
+            summed = np.cumsum(edges, axis=0)[:n_frames]
+            seen = np.cumsum(covered)[:n_frames] > 0.5
+            frame_labels = np.where(speech & seen, np.argmax(summed, axis=1), -1)
+            window_labels = np.argmax(scores, axis=1)
+            present = np.unique(window_labels)
+            if len(present) < k and not count.num:
+                window_labels = np.searchsorted(present, window_labels)
+                k = len(present)
+            centroids = _centroids(embeddings, window_labels)
+        frame_labels = np.where(speech, frame_labels, -1)
+        return _fill_nearest(frame_labels, speech)
+
+    # ------------------------------------------------------------------ output
+
+    def _turns(self, frame_labels: np.ndarray) -> list[Turn]:
+        raw = []
+        change = np.flatnonzero(np.diff(frame_labels)) + 1
+        bounds = np.concatenate(([0], change, [len(frame_labels)]))
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            label = int(frame_labels[start])
+            if label >= 0 and (end - start) / _FRAMES_PER_S >= self.min_turn_s:
+                raw.append((start / _FRAMES_PER_S, end / _FRAMES_PER_S, label))
+        return label_turns(raw)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _mel_filterbank() -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=_N_FFT, n_mels=_N_MELS)
+
+
+def _normalise_loudness(waveform: np.ndarray) -> np.ndarray:
+    """Raises quiet audio to -30 dBFS RMS (never lowers it), like Resemblyzer's preprocessing."""
+    rms = float(np.sqrt(np.mean(np.square(waveform, dtype=np.float64)) + 1e-20))
+    gain = 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20)
+    return (waveform * gain).astype(np.float32) if gain > 1 else waveform
+
+
+def _spectral(
+    embeddings: np.ndarray, starts: np.ndarray, max_neighbour_fraction: float, low: int, high: int
+) -> tuple[int, np.ndarray]:
+    """Speaker count and spectral embedding by auto-tuned spectral clustering (NME-SC).
+
+    Park et al., "Auto-Tuning Spectral Clustering for Speaker Diarization Using Normalized
+    Maximum Eigengap" (2019): for each neighbour count p the affinity keeps each window's p most
+    similar windows (binarised, symmetrised); the p with the smallest ``p / (max eigengap /
+    largest eigenvalue)`` wins and its largest eigengap gives the count. Windows that share
+    audio with each other are never neighbours, otherwise overlapping windows of one sentence
+    form chains that look like extra speakers.
+    """
+    from scipy.linalg import eigh
+
+    n = len(embeddings)
+    similarity = embeddings @ embeddings.T
+    similarity[np.abs(starts[:, None] - starts[None, :]) < _WINDOW_FRAMES] = -np.inf
+    order = np.argsort(-similarity, axis=1)
+    usable = int(np.isfinite(similarity).sum(axis=1).min())
+    p_max = max(2, min(usable, int(max_neighbour_fraction * n)))
+    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+    top = min(n - 1, high + 1)
+    for p in np.unique(np.linspace(2, p_max, 20).round().astype(int)):
+        affinity = np.zeros((n, n))
+        np.put_along_axis(affinity, order[:, :p], 1.0, axis=1)
+        affinity = (affinity + affinity.T) / 2
+        laplacian = np.diag(affinity.sum(axis=1)) - affinity
+        values, vectors = eigh(laplacian, subset_by_index=[0, top])
+        largest = eigh(laplacian, eigvals_only=True, subset_by_index=[n - 1, n - 1])[0]
+        gaps = np.diff(values)
+        candidates = np.arange(low, min(high, len(gaps)) + 1)
+        if not len(candidates):
+            continue
+        gap = gaps[candidates - 1]
+        ratio = p / (gap.max() / max(largest, 1e-10) + 1e-12)
+        if best is None or ratio < best[0]:
+            best = (ratio, int(candidates[np.argmax(gap)]), values, vectors)
+    if best is None:
+        return low, np.ones((n, 1))
+    _, k, _, vectors = best
+    spectral = vectors[:, :k]
+    return k, spectral / np.maximum(np.linalg.norm(spectral, axis=1, keepdims=True), 1e-12)
+
+
+def _kmeans(points: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+    return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(points)
+
+
+def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    k = int(labels.max()) + 1
+    centroids = np.stack(
+        [embeddings[labels == j].mean(axis=0) if (labels == j).any() else np.zeros(embeddings.shape[1]) for j in range(k)]
+    )
+    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def _fill_nearest(frame_labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Gives every ``wanted`` frame without a label the label of the nearest labelled frame."""
+    out = np.where(wanted, frame_labels, -1)
+    known = np.flatnonzero(frame_labels >= 0)
+    missing = np.flatnonzero(wanted & (frame_labels < 0))
+    if known.size == 0 or missing.size == 0:
+        return out
+    right = np.clip(np.searchsorted(known, missing), 0, known.size - 1)
+    left = np.clip(right - 1, 0, known.size - 1)
+    nearest = np.where(np.abs(known[left] - missing) <= np.abs(known[right] - missing), known[left], known[right])
+    out[missing] = frame_labels[nearest]
+    return out
+
