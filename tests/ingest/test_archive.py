@@ -14,7 +14,8 @@ from pathlib import Path
 import libarchive
 import pytest
 
-from services.common.errors import InvalidArgument, UndecodableMedia
+from services.common.blocking import CancelToken
+from services.common.errors import Cancelled, InvalidArgument, UndecodableMedia
 from services.ingest.archive import (
     ExtractionLimits,
     ExtractionResult,
@@ -450,3 +451,15 @@ def test_project_name_override_is_sanitised(extract, corpus, src: Path, tmp_path
             list(extract_archive(path, tmp_path / "out", limits=GENEROUS, project_name=bad))
     with pytest.raises(InvalidArgument):
         ExtractionLimits(0, 1, 1.0, 1)
+
+
+def test_cancelling_stops_and_cleans_up(corpus, src: Path, tmp_path: Path) -> None:
+    path = corpus.zip(src / "many.zip", [(f"f{i}.bin", bytes(1024)) for i in range(50)])
+    token = CancelToken()
+    events = extract_archive(path, tmp_path / "out", limits=GENEROUS, token=token)
+    first = next(events)
+    assert isinstance(first, ExtractProgress)
+    token.cancel()
+    with pytest.raises(Cancelled):
+        list(events)
+    assert list((tmp_path / "out").iterdir()) == []  # temporary folder removed, nothing placed
