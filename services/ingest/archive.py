@@ -482,16 +482,16 @@ class _Extractor:
             notes.append("another member already had this name")
         message = f"stored as {rel!r}: {'; '.join(notes)}" if renamed else ""
         target = self.work / rel
-        if is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-            self._record(
-                MemberOutcome(name, MemberStatus.EXTRACTED, target, reason, message, 0, renamed,
-                              is_dir=True),
-                rel,
-            )  # fmt: skip
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if is_dir:
+                target.mkdir(parents=True, exist_ok=True)
+                self._record(
+                    MemberOutcome(name, MemberStatus.EXTRACTED, target, reason, message, 0,
+                                  renamed, is_dir=True),
+                    rel,
+                )  # fmt: skip
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
             size = yield from self._write(target, name)
         except _MemberRejected as rejected:
             self._record(
@@ -523,6 +523,8 @@ class _Extractor:
             )  # fmt: skip
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _StopExtraction(ArchiveProblem("disk_full", str(exc), name)) from exc
+            if not is_dir:
+                self._skip_rest()
             return
         self.written += size
         self._record(
@@ -677,8 +679,12 @@ def extract_archive(
         raise UndecodableMedia(f"not an archive file: {archive.name}")
     project = _project_name(archive, project_name, keyword)
     project_dir = output_dir / project
+    if project_dir.is_symlink():
+        raise InvalidArgument(f"the project folder {project!r} is a symbolic link")
+    created_output = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".extract-", dir=output_dir))
+    finished = False
     try:
         extractor = _Extractor(archive, work, limits, token)
         try:
@@ -728,5 +734,9 @@ def extract_archive(
             archive_format=extractor.format_name,
             problems=list(extractor.problems),
         )
+        finished = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created_output and not finished:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()  # only if still empty

@@ -25,7 +25,7 @@ from services.common.ffmpeg import MediaInfo
 log = logging.getLogger(__name__)
 
 #: Containers whose "video" is a still picture.
-_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif")
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe")
 
 
 @dataclass(frozen=True)

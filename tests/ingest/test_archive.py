@@ -356,7 +356,7 @@ def test_unreadable_archives_are_errors(extract, src: Path, content: bytes, tmp_
     path.write_bytes(content)
     with pytest.raises(UndecodableMedia):
         list(extract_archive(path, tmp_path / "out", limits=GENEROUS))
-    assert not any((tmp_path / "out").iterdir())  # no project folder, no temporary folder
+    assert not (tmp_path / "out").exists()  # the folder it created is removed again
 
 
 # --- decompression bombs -----------------------------------------------------------------------
@@ -462,4 +462,35 @@ def test_cancelling_stops_and_cleans_up(corpus, src: Path, tmp_path: Path) -> No
     token.cancel()
     with pytest.raises(Cancelled):
         list(events)
-    assert list((tmp_path / "out").iterdir()) == []  # temporary folder removed, nothing placed
+    assert not (tmp_path / "out").exists()  # temporary folder removed, nothing placed
+
+
+def test_paths_too_long_for_the_file_system_fail_alone(extract, corpus, src: Path) -> None:
+    deep = "/".join(["d" * 250] * 20) + "/deep.txt"  # 5 kB: more than PATH_MAX once placed
+    path = corpus.tar(
+        src / "deep.tar", [corpus.tar_member(deep, b"x"), corpus.tar_member("ok.txt", b"ok")]
+    )
+    run = extract(path)
+    member = run.member(deep)
+    assert member.status is FAILED and member.reason == "write_error"
+    assert run.files() == {"ok.txt": b"ok"}
+
+
+def test_links_planted_in_the_destination_are_not_followed(corpus, src: Path, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.txt").write_bytes(b"precious")
+    docs = tmp_path / "out" / "proj" / "docs"
+    docs.mkdir(parents=True)
+    (docs / "clip.mp4").symlink_to(outside / "target.txt")
+    (docs / "rushes").symlink_to(outside)
+    path = corpus.zip(src / "proj.zip", [("clip.mp4", b"new"), ("rushes/a.mp4", b"a")])
+    run = Run(list(extract_archive(path, tmp_path / "out", limits=GENEROUS)))
+    assert (outside / "target.txt").read_bytes() == b"precious"
+    assert sorted(p.name for p in outside.iterdir()) == ["target.txt"]
+    assert run.member("clip.mp4").output == docs / "clip_2.mp4"
+    assert run.member("rushes/a.mp4").output == docs / "rushes_2" / "a.mp4"
+    (tmp_path / "out" / "linked").symlink_to(outside)
+    with pytest.raises(InvalidArgument):
+        list(extract_archive(path, tmp_path / "out", limits=GENEROUS, project_name="linked"))
+    assert sorted(p.name for p in outside.iterdir()) == ["target.txt"]
