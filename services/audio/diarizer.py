@@ -73,9 +73,13 @@ class SpeakerCount:
         for name in ("num", "min", "max"):
             value = getattr(self, name)
             if value < 0 or value > MAX_SPEAKERS:
-                raise InvalidArgument(f"{name}_speakers must be between 0 and {MAX_SPEAKERS}, got {value}")
+                raise InvalidArgument(
+                    f"{name}_speakers must be between 0 and {MAX_SPEAKERS}, got {value}"
+                )
         if self.min and self.max and self.min > self.max:
-            raise InvalidArgument(f"min_speakers ({self.min}) is larger than max_speakers ({self.max})")
+            raise InvalidArgument(
+                f"min_speakers ({self.min}) is larger than max_speakers ({self.max})"
+            )
         if self.num and ((self.min and self.num < self.min) or (self.max and self.num > self.max)):
             raise InvalidArgument("num_speakers contradicts min_speakers/max_speakers")
 
@@ -114,7 +118,7 @@ class Engine(Protocol):
 
 
 def label_turns(raw: Sequence[tuple[float, float, object]]) -> list[Turn]:
-    """Renames arbitrary labels to ``SPEAKER_00``... in order of first appearance; sorts by start."""
+    """Renames labels to ``SPEAKER_00``... in order of first appearance; sorts by start."""
     ordered = sorted(raw, key=lambda item: (item[0], item[1]))
     names: dict[object, str] = {}
     turns = []

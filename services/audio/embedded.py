@@ -30,6 +30,7 @@ Overlapped speech is not detected: each frame gets exactly one speaker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from importlib import resources
@@ -159,10 +160,16 @@ class EmbeddedEngine:
         self._mel_basis = torch.from_numpy(_mel_filterbank()).float()
         self._window = torch.hann_window(_N_FFT)
         # Warm-up: the first call of a TorchScript model and of an LSTM is much slower.
-        noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2) * 0.05).astype(np.float32)
+        noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2) * 0.05).astype(
+            np.float32
+        )
         self._vad_probs(noise, CancelToken())
         self._embed(self._mel(noise)[None, :_WINDOW_FRAMES], CancelToken())
-        log.info("embedded diarization engine loaded (%s, %d torch threads)", self.device, self.torch_threads)
+        log.info(
+            "embedded diarization engine loaded (%s, %d torch threads)",
+            self.device,
+            self.torch_threads,
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -174,7 +181,9 @@ class EmbeddedEngine:
         while not self._lock.acquire(timeout=0.1):
             token.raise_if_cancelled()
         try:
-            return self._diarize(waveform.astype(np.float32, copy=False), count, token, progress), self.device
+            return self._diarize(
+                waveform.astype(np.float32, copy=False), count, token, progress
+            ), self.device
         finally:
             self._lock.release()
 
@@ -200,7 +209,9 @@ class EmbeddedEngine:
 
     # ------------------------------------------------------------------ speech
 
-    def _vad_probs(self, waveform: np.ndarray, token: CancelToken, progress: ProgressFn | None = None) -> np.ndarray:
+    def _vad_probs(
+        self, waveform: np.ndarray, token: CancelToken, progress: ProgressFn | None = None
+    ) -> np.ndarray:
         """Silero speech probability per 32 ms step, computed as a batch of overlapping pieces."""
         import torch
 
@@ -257,18 +268,20 @@ class EmbeddedEngine:
         for start, end in _runs(~live):
             if start > 0 and end < n_frames and end - start < close:
                 live[start:end] = True
-        reach = int(round(self.energy_extend_s * _FRAMES_PER_S))
+        reach = round(self.energy_extend_s * _FRAMES_PER_S)
         active = speech.copy()
         for start, end in _runs(live):
             core = np.flatnonzero(speech[start:end])
             if core.size:
-                active[max(start, start + core[0] - reach) : min(end, start + core[-1] + 1 + reach)] = True
+                active[
+                    max(start, start + core[0] - reach) : min(end, start + core[-1] + 1 + reach)
+                ] = True
         return active
 
     # ------------------------------------------------------------------ embeddings
 
     def _mel(self, audio: np.ndarray) -> np.ndarray:
-        """Power mel spectrogram (frames x 40), the features Resemblyzer's encoder was trained on."""
+        """Power mel spectrogram (frames x 40): the features Resemblyzer's encoder expects."""
         import torch
 
         spec = torch.stft(
@@ -283,7 +296,9 @@ class EmbeddedEngine:
         )
         return (self._mel_basis @ spec.abs().pow(2)).T.contiguous().numpy()
 
-    def _embed(self, windows: np.ndarray, token: CancelToken, progress: ProgressFn | None = None) -> np.ndarray:
+    def _embed(
+        self, windows: np.ndarray, token: CancelToken, progress: ProgressFn | None = None
+    ) -> np.ndarray:
         import torch
 
         out = []
@@ -293,7 +308,14 @@ class EmbeddedEngine:
             with torch.inference_mode():
                 out.append(self._encoder(batch.to(self._encoder.device)).cpu().numpy())
             if progress is not None:
-                progress(Step("embeddings", min(first + self.batch_size, len(windows)), len(windows), "windows"))
+                progress(
+                    Step(
+                        "embeddings",
+                        min(first + self.batch_size, len(windows)),
+                        len(windows),
+                        "windows",
+                    )
+                )
         return np.concatenate(out).astype(np.float64)
 
     def _window_embeddings(
@@ -315,7 +337,9 @@ class EmbeddedEngine:
 
     # ------------------------------------------------------------------ clustering
 
-    def _cluster(self, starts: np.ndarray, embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
+    def _cluster(
+        self, starts: np.ndarray, embeddings: np.ndarray, count: SpeakerCount
+    ) -> np.ndarray:
         """Cluster label per window (spectral clustering, eigengap speaker count, merging)."""
         low, high = count.bounds(self.max_speakers)
         n = len(embeddings)
@@ -371,7 +395,7 @@ class EmbeddedEngine:
         raw = []
         change = np.flatnonzero(np.diff(frame_labels)) + 1
         bounds = np.concatenate(([0], change, [len(frame_labels)]))
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        for start, end in itertools.pairwise(bounds):
             label = int(frame_labels[start])
             if label >= 0 and (end - start) / _FRAMES_PER_S >= self.min_turn_s:
                 raw.append((start / _FRAMES_PER_S, end / _FRAMES_PER_S, label))
@@ -448,7 +472,12 @@ def _kmeans(points: np.ndarray, k: int) -> np.ndarray:
 def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
     k = int(labels.max()) + 1
     centroids = np.stack(
-        [embeddings[labels == j].mean(axis=0) if (labels == j).any() else np.zeros(embeddings.shape[1]) for j in range(k)]
+        [
+            embeddings[labels == j].mean(axis=0)
+            if (labels == j).any()
+            else np.zeros(embeddings.shape[1])
+            for j in range(k)
+        ]
     )
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
@@ -462,7 +491,8 @@ def _fill_nearest(frame_labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         return out
     right = np.clip(np.searchsorted(known, missing), 0, known.size - 1)
     left = np.clip(right - 1, 0, known.size - 1)
-    nearest = np.where(np.abs(known[left] - missing) <= np.abs(known[right] - missing), known[left], known[right])
+    nearest = np.where(
+        np.abs(known[left] - missing) <= np.abs(known[right] - missing), known[left], known[right]
+    )
     out[missing] = frame_labels[nearest]
     return out
-
