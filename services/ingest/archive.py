@@ -684,6 +684,7 @@ def extract_archive(
     created_output = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".extract-", dir=output_dir))
+    work.chmod(0o755)  # it may become docs/ itself: readable like any folder, not mkdtemp's 0700
     finished = False
     try:
         extractor = _Extractor(archive, work, limits, token)

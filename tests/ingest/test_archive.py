@@ -139,6 +139,7 @@ def test_every_format_extracts_with_the_legacy_layout(
     assert result.complete and not result.problems
     assert run.member("Proj/clip.mp4").output == run.docs / "clip.mp4"
     assert path.exists()  # kept: deletion was not asked for
+    assert run.docs.stat().st_mode & 0o755 == 0o755  # not the 0700 of a temporary folder
     assert run.progress and run.progress[-1].done_bytes == path.stat().st_size
 
 
@@ -169,6 +170,7 @@ def test_zip_slip_is_neutralised_inside_the_destination(extract, corpus, src: Pa
         "ok/clip.mp4": b"v",
     }
     assert run.result.complete  # neutralised names are not a loss
+    assert run.docs.stat().st_mode & 0o777 != 0o700  # docs/ was the temporary folder itself
     tarred = corpus.tar(
         src / "slip2.tar",
         [corpus.tar_member("..\\..\\tar.txt", b"t"), corpus.tar_member("../sibling/x.txt", b"x")],
