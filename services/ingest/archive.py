@@ -315,6 +315,16 @@ def _link_kind(entry: ArchiveEntry) -> str:
     return ""
 
 
+def _data_error_reason(exc: ArchiveError) -> str:
+    """libarchive reports these only in its message text."""
+    text = str(exc.msg or "").lower()
+    if "passphrase" in text or "encrypt" in text:
+        return "encrypted"
+    if "unsupported" in text:
+        return "unsupported"  # e.g. a .zipx compression method libarchive lacks
+    return "corrupt"
+
+
 class _Extractor:
     """Reads every member of one archive into the work folder; collects outcomes and problems."""
 
@@ -507,10 +517,8 @@ class _Extractor:
             )  # fmt: skip
             raise
         except ArchiveError as exc:
-            encrypted = "passphrase" in (exc.msg or "").lower() or "encrypt" in (exc.msg or "")
             self._record(
-                MemberOutcome(name, MemberStatus.FAILED,
-                              reason="encrypted" if encrypted else "corrupt",
+                MemberOutcome(name, MemberStatus.FAILED, reason=_data_error_reason(exc),
                               message=f"cannot read the data: {exc.msg}")
             )  # fmt: skip
             if exc.retcode is None or exc.retcode <= ffi.ARCHIVE_FATAL:

@@ -496,3 +496,17 @@ def test_links_planted_in_the_destination_are_not_followed(corpus, src: Path, tm
     with pytest.raises(InvalidArgument):
         list(extract_archive(path, tmp_path / "out", limits=GENEROUS, project_name="linked"))
     assert sorted(p.name for p in outside.iterdir()) == ["target.txt"]
+
+
+def test_unsupported_compression_fails_one_member(extract, corpus, src: Path) -> None:
+    path = corpus.zip(src / "odd.zip", [("weird.bin", b"x" * 1000), ("ok.txt", b"ok")])
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")
+    data[8:10] = data[central + 10 : central + 12] = (97).to_bytes(2, "little")  # "WavPack"
+    path.write_bytes(bytes(data))
+    run = extract(path)
+    weird = run.member("weird.bin")
+    assert (weird.status, weird.reason) == (FAILED, "unsupported")
+    assert "compression method" in weird.message
+    assert run.files() == {"ok.txt": b"ok"}
+    assert not run.result.problems and not run.result.complete
