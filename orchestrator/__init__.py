@@ -1,0 +1,1 @@
+"""Jobs over the analysis services: persistent per-video DAGs, fusion, legacy outputs, archive."""

@@ -1,0 +1,388 @@
+"""``python -m orchestrator run PATH...`` and ``python -m orchestrator serve``.
+
+``run`` is the embedded default in one command: it starts the services locally (child processes
+on loopback ports), runs one job with live progress bars per video and step, prints a summary
+table and where the outputs are, and exits non-zero when anything failed. Interrupting it (Ctrl-C)
+leaves the job resumable: running it again with the same inputs continues where it stopped.
+
+Paths outside the media root are brought in first: ``<media_root>/imports/<stem>/<name>`` for a
+file, ``<media_root>/imports/<folder>/...`` for the videos of a folder (hard links when the file
+system allows, else copies; an identical file already there is reused). The services only ever
+see the media root, as they would in a cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator import store as st
+from orchestrator.config import SERVICES, OrchestratorSettings
+from orchestrator.runner import Orchestrator, is_archive, is_video
+from orchestrator.server import open_orchestrator, serve
+from orchestrator.stack import LocalStack
+from orchestrator.views import STEP_STATE, options_dict
+from protos.videoanalysis.v1 import orchestrator_pb2, scene_pb2
+from services.common.config import load_settings
+from services.common.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+IMPORTS_DIR = "imports"
+SHOWN_STEPS = ("normalize", "scene", "audio", "tracking", "fuse", "reduce", "finalize")
+_STEP_STATE_NAME = {value: key for key, value in STEP_STATE.items()}
+_STATE_STYLE = {
+    st.PENDING: "dim",
+    st.RUNNING: "cyan",
+    st.SUCCEEDED: "green",
+    st.SKIPPED: "green",
+    st.FAILED: "red",
+    st.CANCELLED: "yellow",
+}
+
+
+# Inputs.
+
+
+def import_inputs(paths: Sequence[str], media_root: Path) -> list[str]:
+    """Media-root-relative paths for ``paths``; files outside the root are linked/copied in."""
+    root = media_root.resolve()
+    relative = []
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+        if path == root or root in path.parents:
+            relative.append(path.relative_to(root).as_posix() or ".")
+            continue
+        if path.is_dir():
+            target = root / IMPORTS_DIR / path.name
+            for video in sorted(path.rglob("*")):
+                if video.is_file() and (is_video(video) or is_archive(video)):
+                    _bring_in(video, target / video.relative_to(path))
+        else:
+            target = root / IMPORTS_DIR / path.stem / path.name
+            _bring_in(path, target)
+        relative.append(target.relative_to(root).as_posix())
+    return relative
+
+
+def _bring_in(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        same = target.stat().st_size == source.stat().st_size and (
+            target.stat().st_ino == source.stat().st_ino
+            or int(target.stat().st_mtime) == int(source.stat().st_mtime)
+        )
+        if same:
+            return
+        target.unlink()
+    try:
+        os.link(source, target)
+    except OSError:
+        temp = target.with_name(f".tmp-{target.name}")
+        shutil.copy2(source, temp)
+        os.replace(temp, target)
+
+
+# Progress display.
+
+
+class _EtaColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        eta = task.fields.get("eta", 0.0)
+        state = task.fields.get("state", "")
+        if state == st.RUNNING and eta:
+            return Text(f"eta {int(eta) // 60}:{int(eta) % 60:02d}", style="cyan")
+        return Text("")
+
+
+class _StateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        state = task.fields.get("state", st.PENDING)
+        detail = task.fields.get("detail", "")
+        return Text(f"{state} {detail}".strip(), style=_STATE_STYLE.get(state, ""))
+
+
+class ProgressView:
+    """One bar per video and step, fed by the job's events."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.fields[counts]}"),
+            _EtaColumn(),
+            _StateColumn(),
+            console=console,
+            refresh_per_second=8,
+        )
+        self._tasks: dict[tuple[str, str], Any] = {}
+
+    def _task(self, video: str, step: str) -> Any:
+        key = (video, step)
+        if key not in self._tasks:
+            self._tasks[key] = self.progress.add_task(
+                f"{Path(video).name[:28]:28} {step:9}", total=None, counts="", eta=0.0,
+                state=st.PENDING, detail="",
+            )
+        return self._tasks[key]
+
+    def show_job(self, job: orchestrator_pb2.Job) -> None:
+        for video in job.videos:
+            for step in video.steps:
+                if step.name in SHOWN_STEPS:
+                    self.show_step(video.path, step)
+
+    def show_step(self, video: str, step: orchestrator_pb2.Step) -> None:
+        if step.name not in SHOWN_STEPS:
+            return
+        task = self._task(video, step.name)
+        state = _STEP_STATE_NAME.get(step.state, st.PENDING)
+        progress = step.progress
+        total = progress.total or None
+        done = progress.done
+        if state in (st.SUCCEEDED, st.SKIPPED):
+            total = total or 1
+            done = total
+        counts = f"{done}/{progress.total} {progress.unit}" if progress.total else ""
+        detail = step.error if state == st.FAILED else ("retry" if step.attempts > 1 else "")
+        if state == st.SKIPPED:
+            detail = "cached"
+        self.progress.update(
+            task, total=total, completed=done, counts=counts, eta=step.eta_s, state=state,
+            detail=detail[:60],
+        )
+
+
+async def _follow(orchestrator: Orchestrator, job_id: str, view: ProgressView) -> None:
+    async for event in orchestrator.watch(job_id):
+        if event.HasField("snapshot"):
+            view.show_job(event.snapshot)
+        elif event.HasField("step"):
+            view.show_step(event.step.video, event.step.step)
+        elif event.HasField("log") and event.log.severity in ("WARNING", "ERROR"):
+            view.progress.console.print(f"[yellow]{event.log.message}")
+        elif event.HasField("error"):
+            view.progress.console.print(
+                f"[red]{event.error.subject}: {event.error.message}"
+            )
+
+
+# Summary.
+
+
+def summary_table(job: st.JobRow) -> Table:
+    table = Table(title=f"job {job.job_id}: {job.state}", show_lines=False)
+    for column in ("video", "state", "time", "shots", "speakers", "faces",
+                   "speaking face-frames\n(fused / legacy rule)", "outputs"):
+        table.add_column(column)
+    for video in job.videos:
+        steps = video.steps
+        times = [s for s in steps.values() if s.started_at and s.finished_at]
+        elapsed = (
+            max(s.finished_at for s in times) - min(s.started_at for s in times)  # type: ignore[type-var,operator]
+            if times else 0.0
+        )
+        fused = steps["fuse"].result
+        speakers = steps["audio"].result.get("speakers") or list(
+            fused.get("speakers_on_screen", {})
+        )
+        state = video.state + (" (cache)" if video.from_cache else "")
+        table.add_row(
+            video.path,
+            Text(state, style=_STATE_STYLE.get(video.state, "")),
+            f"{elapsed:.1f} s",
+            str(fused.get("shots", "")),
+            str(len(speakers)) if fused else "",
+            str(fused.get("faces", "")),
+            f"{fused['speaking_face_frames']} / {fused['legacy_speaking_face_frames']}"
+            if "speaking_face_frames" in fused else "",
+            video.output_dir if video.state == st.SUCCEEDED else Text(video.error, style="red"),
+        )
+    return table
+
+
+def step_seconds(job: st.JobRow) -> dict[str, float]:
+    """Wall seconds of each step, summed over the job's videos."""
+    totals: dict[str, float] = {}
+    for video in job.videos:
+        for name, step in video.steps.items():
+            if step.started_at and step.finished_at and step.state == st.SUCCEEDED:
+                totals[name] = totals.get(name, 0.0) + step.finished_at - step.started_at
+    return totals
+
+
+# Commands.
+
+
+def _settings(args: argparse.Namespace) -> OrchestratorSettings:
+    overrides: dict[str, Any] = {}
+    if args.media_root:
+        overrides["media_root"] = Path(args.media_root)
+    settings = load_settings(OrchestratorSettings, [], **overrides)
+    return settings
+
+
+def _options(args: argparse.Namespace) -> orchestrator_pb2.JobOptions:
+    modes = {"merged": scene_pb2.DetectScenesRequest.MODE_MERGED,
+             "legacy": scene_pb2.DetectScenesRequest.MODE_LEGACY}
+    return orchestrator_pb2.JobOptions(
+        scene_mode=modes.get(args.scene_mode, scene_pb2.DetectScenesRequest.MODE_UNSPECIFIED),
+        num_speakers=args.num_speakers,
+        max_faces=args.max_faces,
+        output_dir=args.output or "",
+        no_cache=args.no_cache,
+    )
+
+
+async def _local_stack(
+    settings: OrchestratorSettings, console: Console | None
+) -> tuple[OrchestratorSettings, LocalStack]:
+    """Starts every service without a configured address; returns settings pointing at them."""
+    missing = [name for name in SERVICES if not settings.address_of(name)]
+    stack = LocalStack(
+        settings.media_root.resolve(), settings.media_root.resolve() / ".orchestrator" / "logs"
+    )
+    if missing:
+        started = time.perf_counter()
+        if console is not None:
+            with console.status(f"starting {', '.join(missing)} (loading models)..."):
+                addresses = await stack.start(missing)
+            console.print(
+                f"services ready in {time.perf_counter() - started:.1f} s "
+                f"(logs in {stack.log_dir})"
+            )
+        else:
+            addresses = await stack.start(missing)
+        settings = settings.model_copy(
+            update={f"{name}_addr": address for name, address in addresses.items()}
+        )
+    return settings, stack
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    console = Console(stderr=False)
+    settings = _settings(args)
+    settings.media_root.mkdir(parents=True, exist_ok=True)
+    _log_to_file(settings, "orchestrator")
+    inputs = import_inputs(args.paths, settings.media_root)
+    options = _options(args)
+    console.print(f"media root: {settings.media_root.resolve()}")
+    settings, stack = await _local_stack(settings, console)
+    try:
+        async with open_orchestrator(settings) as orchestrator:
+            job_id = await _resume_or_submit(orchestrator, inputs, options, args.label)
+            view = ProgressView(console)
+            follower = asyncio.create_task(_follow(orchestrator, job_id, view))
+            with view.progress:
+                await orchestrator.wait(job_id)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(follower, 5)
+            follower.cancel()
+            job = await orchestrator.store.get_job(job_id)
+            assert job is not None
+            console.print(summary_table(job))
+            if job.error:
+                console.print(f"[red]{job.error}")
+            out = (settings.media_root / job.output_dir).resolve()
+            console.print(f"outputs: [bold]{out}[/bold]")
+            console.print(f"archive: {(settings.media_root / settings.archives_dir).resolve()}")
+            return 0 if job.state == st.COMPLETED else 1
+    finally:
+        await stack.stop()
+
+
+async def _resume_or_submit(
+    orchestrator: Orchestrator,
+    inputs: list[str],
+    options: orchestrator_pb2.JobOptions,
+    label: str,
+) -> str:
+    """An unfinished job with the same inputs and options continues; else a new job."""
+    wanted = options_dict(options)
+    for job_id in await orchestrator.store.unfinished_jobs():
+        job = await orchestrator.store.get_job(job_id)
+        if job and [i.path for i in job.inputs] == inputs and job.options == wanted:
+            await orchestrator.resume(job_id)
+            return job_id
+    return await orchestrator.submit(inputs, options, label)
+
+
+async def serve_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.port is not None:
+        settings = settings.model_copy(update={"port": args.port})
+    configure_logging("orchestrator", settings.log_level)
+    settings, stack = await _local_stack(settings, None)
+    try:
+        await serve(settings)
+    finally:
+        await stack.stop()
+    return 0
+
+
+def _log_to_file(settings: OrchestratorSettings, name: str) -> None:
+    """The CLI's terminal shows progress bars; its JSON logs go to a file."""
+    folder = settings.media_root / ".orchestrator" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(name, settings.log_level)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(folder / f"{name}.log", "a", encoding="utf-8"))  # noqa: SIM115
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m orchestrator", description="Video analysis jobs on the local stack."
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="analyse videos, archives or folders now")
+    run.add_argument("paths", nargs="+", help="videos, archives or folders")
+    run.add_argument("--media-root", help="work folder shared with the services "
+                     "(default: ORCH_MEDIA_ROOT or ./media)")
+    run.add_argument("--output", help="output folder relative to the media root (default: output)")
+    run.add_argument("--label", default="", help="free text shown in job lists")
+    run.add_argument("--no-cache", action="store_true", help="analyse again even when cached")
+    run.add_argument("--scene-mode", choices=("merged", "legacy"), default="")
+    run.add_argument("--num-speakers", type=int, default=0)
+    run.add_argument("--max-faces", type=int, default=0)
+    serve_parser = commands.add_parser("serve", help="run the services and the orchestrator")
+    serve_parser.add_argument("--media-root")
+    serve_parser.add_argument("--port", type=int)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+    command = run_command if args.command == "run" else serve_command
+    try:
+        return asyncio.run(command(args))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume the job", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.exit(main())

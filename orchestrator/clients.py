@@ -1,0 +1,430 @@
+"""Typed clients of the downstream services: one long-lived ``round_robin`` channel per service,
+a per-service limit of calls in flight, a deadline on every call, and retries with exponential
+backoff for UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED only.
+
+Streaming calls collect the final result and report ``Progress`` through a callback; a retried
+stream starts over (what an attempt streamed before failing is dropped). Cancelling the awaiting
+task cancels the RPC, so the service stops its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from orchestrator.config import OrchestratorSettings
+from protos.videoanalysis.v1 import (
+    audio_pb2,
+    audio_pb2_grpc,
+    common_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    scene_pb2,
+    scene_pb2_grpc,
+    tracking_pb2,
+    tracking_pb2_grpc,
+)
+from services.common import metrics
+from services.common.channels import _RequestIdClientInterceptor, channel_target
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+
+ProgressCallback = Callable[[common_pb2.Progress], None]
+#: ``on_retry(attempt, code, details, delay_s)`` is told about each failed attempt to be retried.
+RetryCallback = Callable[[int, grpc.StatusCode, str, float], None]
+
+
+class CallFailed(Exception):
+    """A downstream call failed for good (not retryable, or out of attempts)."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, details: str, attempts: int) -> None:
+        super().__init__(f"{service}: {code.name}: {details}")
+        self.service = service
+        self.code = code
+        self.details = details
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff after failed attempt number ``attempt`` (1-based), with ±20 % jitter."""
+        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
+        return base * random.uniform(0.8, 1.2)
+
+
+def _ignore_progress(_progress: common_pb2.Progress) -> None:
+    return None
+
+
+def _ignore_retry(_attempt: int, _code: grpc.StatusCode, _details: str, _delay: float) -> None:
+    return None
+
+
+class ServiceClient:
+    """What the typed clients share: the channel, the concurrency limit and the retry loop."""
+
+    service = ""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, concurrency: int, policy: RetryPolicy
+    ) -> None:
+        self.channel = channel
+        self._limit = asyncio.Semaphore(max(1, concurrency))
+        self._policy = policy
+
+    async def _unary(
+        self, method: Any, request: Any, *, deadline_s: float, step: str, on_retry: RetryCallback
+    ) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._limit:
+                    return await method(request, timeout=deadline_s)
+            except grpc.aio.AioRpcError as err:
+                await self._after_failure(err, attempt, step, on_retry)
+
+    async def _stream(
+        self,
+        method: Any,
+        request: Any,
+        *,
+        deadline_s: float,
+        step: str,
+        on_message: Callable[[Any], None],
+        restart: Callable[[], None],
+        on_retry: RetryCallback,
+        retry: bool = True,
+    ) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            restart()
+            try:
+                async with self._limit:
+                    call = method(request, timeout=deadline_s)
+                    try:
+                        async for message in call:
+                            on_message(message)
+                    finally:
+                        call.cancel()
+                return
+            except grpc.aio.AioRpcError as err:
+                if not retry:
+                    code, details = err.code(), err.details() or ""
+                    raise CallFailed(self.service, code, details, attempt) from None
+                await self._after_failure(err, attempt, step, on_retry)
+
+    async def _after_failure(
+        self, err: grpc.aio.AioRpcError, attempt: int, step: str, on_retry: RetryCallback
+    ) -> None:
+        code = err.code()
+        details = err.details() or ""
+        if code not in RETRYABLE_CODES or attempt >= self._policy.attempts:
+            raise CallFailed(self.service, code, details, attempt) from None
+        delay = self._policy.delay(attempt)
+        metrics.STEP_RETRIES.labels(step, code.name).inc()
+        log.warning(
+            "%s failed (%s: %s), attempt %d of %d; retrying in %.1f s",
+            step, code.name, details, attempt, self._policy.attempts, delay,
+        )
+        on_retry(attempt, code, details, delay)
+        await asyncio.sleep(delay)
+
+
+class IngestClient(ServiceClient):
+    service = "ingest"
+
+    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
+        super().__init__(channel, **kwargs)
+        self._stub = ingest_pb2_grpc.IngestServiceStub(channel)
+
+    async def probe(
+        self, path: str, *, deadline_s: float, on_retry: RetryCallback = _ignore_retry
+    ) -> common_pb2.VideoInfo:
+        response = await self._unary(
+            self._stub.Probe,
+            ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=path)),
+            deadline_s=deadline_s,
+            step="probe",
+            on_retry=on_retry,
+        )
+        return response.info
+
+    async def normalize(
+        self,
+        path: str,
+        output_path: str,
+        *,
+        deadline_s: float,
+        on_progress: ProgressCallback = _ignore_progress,
+        on_retry: RetryCallback = _ignore_retry,
+    ) -> ingest_pb2.NormalizeVideoResult:
+        """Re-encodes ``path`` to 25 fps CFR at ``output_path`` (idempotent: same output path)."""
+        results: list[ingest_pb2.NormalizeVideoResult] = []
+
+        def on_message(message: ingest_pb2.NormalizeVideoResponse) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("result"):
+                results.append(message.result)
+
+        await self._stream(
+            self._stub.NormalizeVideo,
+            ingest_pb2.NormalizeVideoRequest(
+                media=common_pb2.MediaRef(path=path), output_path=output_path
+            ),
+            deadline_s=deadline_s,
+            step="normalize",
+            on_message=on_message,
+            restart=results.clear,
+            on_retry=on_retry,
+        )
+        return _only_result(self.service, results)
+
+    async def extract(
+        self,
+        archive: str,
+        output_dir: str,
+        *,
+        delete_source: bool,
+        deadline_s: float,
+        on_progress: ProgressCallback = _ignore_progress,
+        on_member: Callable[[ingest_pb2.MemberOutcome], None] = lambda _m: None,
+    ) -> ingest_pb2.ExtractArchiveResult:
+        """Extracts an archive. Not retried: a second extraction could rename members that the
+        first one already wrote."""
+        results: list[ingest_pb2.ExtractArchiveResult] = []
+
+        def on_message(message: ingest_pb2.ExtractArchiveResponse) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("member"):
+                on_member(message.member)
+            elif message.HasField("result"):
+                results.append(message.result)
+
+        await self._stream(
+            self._stub.ExtractArchive,
+            ingest_pb2.ExtractArchiveRequest(
+                archive=common_pb2.MediaRef(path=archive),
+                output_dir=output_dir,
+                delete_source_on_success=delete_source,
+            ),
+            deadline_s=deadline_s,
+            step="extract",
+            on_message=on_message,
+            restart=results.clear,
+            on_retry=_ignore_retry,
+            retry=False,
+        )
+        return _only_result(self.service, results)
+
+
+class SceneClient(ServiceClient):
+    service = "scene"
+
+    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
+        super().__init__(channel, **kwargs)
+        self._stub = scene_pb2_grpc.SceneServiceStub(channel)
+
+    async def detect(
+        self,
+        request: scene_pb2.DetectScenesRequest,
+        *,
+        deadline_s: float,
+        on_progress: ProgressCallback = _ignore_progress,
+        on_retry: RetryCallback = _ignore_retry,
+    ) -> scene_pb2.SceneResult:
+        results: list[scene_pb2.SceneResult] = []
+
+        def on_message(message: scene_pb2.DetectScenesResponse) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("result"):
+                results.append(message.result)
+
+        await self._stream(
+            self._stub.DetectScenes,
+            request,
+            deadline_s=deadline_s,
+            step="scene",
+            on_message=on_message,
+            restart=results.clear,
+            on_retry=on_retry,
+        )
+        return _only_result(self.service, results)
+
+
+class AudioClient(ServiceClient):
+    service = "audio"
+
+    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
+        super().__init__(channel, **kwargs)
+        self._stub = audio_pb2_grpc.AudioServiceStub(channel)
+
+    async def diarize(
+        self,
+        request: audio_pb2.DiarizeRequest,
+        *,
+        deadline_s: float,
+        on_progress: ProgressCallback = _ignore_progress,
+        on_retry: RetryCallback = _ignore_retry,
+    ) -> audio_pb2.DiarizeResult:
+        results: list[audio_pb2.DiarizeResult] = []
+
+        def on_message(message: audio_pb2.DiarizeResponse) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("result"):
+                results.append(message.result)
+
+        await self._stream(
+            self._stub.Diarize,
+            request,
+            deadline_s=deadline_s,
+            step="audio",
+            on_message=on_message,
+            restart=results.clear,
+            on_retry=on_retry,
+        )
+        return _only_result(self.service, results)
+
+
+@dataclass
+class TrackingOutput:
+    """Everything one Track call streamed: the frames (in order) and the summary."""
+
+    frames: list[tracking_pb2.FrameFaces] = field(default_factory=list)
+    summary: tracking_pb2.TrackSummary | None = None
+
+
+class TrackingClient(ServiceClient):
+    service = "tracking"
+
+    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
+        super().__init__(channel, **kwargs)
+        self._stub = tracking_pb2_grpc.TrackingServiceStub(channel)
+
+    async def track(
+        self,
+        request: tracking_pb2.TrackRequest,
+        *,
+        deadline_s: float,
+        on_progress: ProgressCallback = _ignore_progress,
+        on_retry: RetryCallback = _ignore_retry,
+    ) -> TrackingOutput:
+        output = TrackingOutput()
+
+        def restart() -> None:
+            output.frames.clear()
+            output.summary = None
+
+        def on_message(message: tracking_pb2.TrackResponse) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("frames"):
+                output.frames.extend(message.frames.frames)
+            elif message.HasField("summary"):
+                output.summary = message.summary
+
+        await self._stream(
+            self._stub.Track,
+            request,
+            deadline_s=deadline_s,
+            step="tracking",
+            on_message=on_message,
+            restart=restart,
+            on_retry=on_retry,
+        )
+        if output.summary is None:
+            raise CallFailed(
+                self.service, grpc.StatusCode.INTERNAL, "stream ended without a summary", 1
+            )
+        output.frames.sort(key=lambda f: f.frame_index)
+        return output
+
+
+_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+
+
+def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Channel:
+    """``services.common.channels.open_channel`` plus a short reconnect backoff.
+
+    gRPC's default reconnect backoff grows to 120 s; a replica that restarts (crash, rollout)
+    would then stay unused long after it is back. Capped at 2 s here, a retried call finds it.
+    """
+    return grpc.aio.insecure_channel(
+        channel_target(addresses),
+        options=[
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.min_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+        ],
+        interceptors=[_RequestIdClientInterceptor()],
+    )
+
+
+def _only_result(service: str, results: list[Any]) -> Any:
+    if not results:
+        raise CallFailed(service, grpc.StatusCode.INTERNAL, "stream ended without a result", 1)
+    return results[-1]
+
+
+@dataclass
+class Clients:
+    """One client per downstream service, sharing nothing but the retry policy."""
+
+    ingest: IngestClient
+    scene: SceneClient
+    audio: AudioClient
+    tracking: TrackingClient
+
+    @classmethod
+    def open(cls, settings: OrchestratorSettings) -> Clients:
+        policy = RetryPolicy(
+            attempts=settings.retry_attempts,
+            initial_backoff_s=settings.retry_initial_backoff_s,
+            max_backoff_s=settings.retry_max_backoff_s,
+        )
+
+        def kwargs(service: str) -> dict[str, Any]:
+            return {"concurrency": settings.concurrency_of(service), "policy": policy}
+
+        def channel(service: str) -> grpc.aio.Channel:
+            return open_service_channel(settings.address_of(service), settings.max_message_bytes)
+
+        return cls(
+            ingest=IngestClient(channel("ingest"), **kwargs("ingest")),
+            scene=SceneClient(channel("scene"), **kwargs("scene")),
+            audio=AudioClient(channel("audio"), **kwargs("audio")),
+            tracking=TrackingClient(channel("tracking"), **kwargs("tracking")),
+        )
+
+    async def close(self) -> None:
+        for client in (self.ingest, self.scene, self.audio, self.tracking):
+            await client.channel.close()

@@ -1,0 +1,78 @@
+"""gRPC adapter of the orchestrator: ``OrchestratorService`` requests in, :class:`Orchestrator`
+calls, ``Job`` messages out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from orchestrator.runner import Orchestrator
+from orchestrator.views import JOB_STATE_NAME
+from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from services.common.errors import InvalidArgument, MediaNotFound
+from services.common.rpc import mapped_errors
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self._orchestrator = orchestrator
+
+    async def SubmitJob(
+        self, request: orchestrator_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Job:
+        async with mapped_errors(context):
+            job_id = await self._orchestrator.submit(
+                [ref.path for ref in request.inputs], request.options, request.label
+            )
+            return await self._job(job_id)
+
+    async def GetJob(
+        self, request: orchestrator_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Job:
+        async with mapped_errors(context):
+            return await self._job(request.job_id)
+
+    async def ListJobs(
+        self, request: orchestrator_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListJobsResponse:
+        async with mapped_errors(context):
+            if request.limit < 0:
+                raise InvalidArgument("limit cannot be negative")
+            states = []
+            for state in request.states:
+                if state not in JOB_STATE_NAME:
+                    raise InvalidArgument(f"unknown job state: {state}")
+                states.append(JOB_STATE_NAME[state])
+            jobs = await self._orchestrator.list_jobs(request.limit, states)
+            return orchestrator_pb2.ListJobsResponse(jobs=jobs)
+
+    async def CancelJob(
+        self, request: orchestrator_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Job:
+        async with mapped_errors(context):
+            _check_id(request.job_id)
+            job = await self._orchestrator.cancel(request.job_id)
+            if job is None:
+                raise MediaNotFound(f"no such job: {request.job_id}")
+            return job
+
+    async def WatchJob(
+        self, request: orchestrator_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
+        async with mapped_errors(context):
+            _check_id(request.job_id)
+            async for event in self._orchestrator.watch(request.job_id):
+                yield event
+
+    async def _job(self, job_id: str) -> orchestrator_pb2.Job:
+        _check_id(job_id)
+        job = await self._orchestrator.snapshot(job_id)
+        if job is None:
+            raise MediaNotFound(f"no such job: {job_id}")
+        return job
+
+
+def _check_id(job_id: str) -> None:
+    if not job_id:
+        raise InvalidArgument("job_id is required")

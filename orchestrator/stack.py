@@ -1,0 +1,161 @@
+"""The embedded default: the analysis services as local child processes on loopback ports.
+
+Each service runs as ``python -m services.<name>`` (its own process, its own models and threads:
+the same binaries as in Kubernetes, only the addresses differ). The stack waits until every
+service reports SERVING on ``grpc.health.v1`` (models loaded). Children get SIGTERM when the
+stack stops, and also when the parent dies (``PR_SET_PDEATHSIG``), so a killed orchestrator leaves
+no orphan services behind. Their JSON logs go to one file per service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.videoanalysis.v1 import audio_pb2, ingest_pb2, scene_pb2, tracking_pb2
+
+log = logging.getLogger(__name__)
+
+HEALTH_NAMES = {
+    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
+    "scene": scene_pb2.DESCRIPTOR.services_by_name["SceneService"].full_name,
+    "audio": audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name,
+    "tracking": tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
+}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM when the parent process dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class LocalService:
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ServiceStartError(RuntimeError):
+    pass
+
+
+class LocalStack:
+    """Starts, watches and stops local service processes."""
+
+    def __init__(self, media_root: Path, log_dir: Path, *, python: str = sys.executable) -> None:
+        self.media_root = media_root
+        self.log_dir = log_dir
+        self.python = python
+        self.services: dict[str, LocalService] = {}
+
+    def spawn(self, name: str, port: int | None = None) -> LocalService:
+        """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        log_path = self.log_dir / f"{name}.log"
+        env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(
+                [
+                    self.python, "-m", f"services.{name}",
+                    "--host", "127.0.0.1",
+                    "--port", str(port),
+                    "--metrics-port", "-1",
+                    "--media-root", str(self.media_root),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        service = LocalService(name, port, log_path, process)
+        self.services[name] = service
+        log.info("started %s (pid %d) on port %d", name, process.pid, port)
+        return service
+
+    async def start(self, names: Sequence[str], timeout_s: float = 600.0) -> dict[str, str]:
+        """Starts the named services and waits until all are ready; returns their addresses."""
+        for name in names:
+            self.spawn(name)
+        await asyncio.gather(*(self.wait_ready(name, timeout_s) for name in names))
+        return {name: self.services[name].address for name in names}
+
+    async def wait_ready(self, name: str, timeout_s: float = 600.0) -> None:
+        service = self.services[name]
+        deadline = time.monotonic() + timeout_s
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if service.process.poll() is not None:
+                    raise ServiceStartError(
+                        f"{name} exited with code {service.process.returncode} while starting; "
+                        f"its log ({service.log_path}) ends with:\n{service.log_tail()}"
+                    )
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await stub.Check(
+                        health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=2
+                    )
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(
+                        f"{name} was not ready after {timeout_s:.0f} s (log: {service.log_path})"
+                    )
+                await asyncio.sleep(0.25)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL (for tests: a crashed replica)."""
+        service = self.services[name]
+        service.process.kill()
+        service.process.wait()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        for service in self.services.values():
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for service in self.services.values():
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.to_thread(service.process.wait, remaining)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                await asyncio.to_thread(service.process.wait)
+        self.services.clear()
