@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 
 from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 from services.common import ffmpeg, metrics
-from services.common.blocking import iterate_in_thread
+from services.common.blocking import CancelToken, iterate_in_thread
 from services.common.errors import InvalidArgument, Unavailable, UndecodableMedia
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress, video_info_proto
 from services.ingest.archive import (
+    Event,
     ExtractionLimits,
     ExtractionResult,
     ExtractProgress,
@@ -123,7 +124,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             limits = self._limits(request)
             token = cancel_token(context)
 
-            def produce(token):  # type: ignore[no-untyped-def]
+            def produce(token: CancelToken) -> Iterator[Event]:
                 return extract_archive(
                     archive,
                     output_dir,
