@@ -202,6 +202,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                 )
                             )
                         elif isinstance(event, NormalizeOutcome):
+                            if event.reencoded:
+                                metrics.FRAMES_PROCESSED.labels("ingest").inc(
+                                    event.info.frame_count
+                                )
                             yield ingest_pb2.NormalizeVideoResponse(
                                 result=self._normalize_result(event)
                             )
