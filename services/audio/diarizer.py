@@ -153,4 +153,14 @@ def diarize_media(
     token.raise_if_cancelled()
     turns, device = engine.diarize(waveform, count, token, progress)
     duration = waveform.size / SAMPLE_RATE
-    return DiarizationResult(True, duration, engine.name, device, tuple(turns))
+    return DiarizationResult(True, duration, engine.name, device, tuple(clip_turns(turns, duration)))
+
+
+def clip_turns(turns: Sequence[Turn], duration_s: float) -> list[Turn]:
+    """Turns cut to ``[0, duration_s]`` (pyannote pads its last chunk past the end)."""
+    clipped = []
+    for turn in turns:
+        start, end = max(0.0, turn.start_s), min(turn.end_s, round(duration_s, 3))
+        if end > start:
+            clipped.append(Turn(start, end, turn.speaker))
+    return clipped

@@ -139,7 +139,8 @@ class PyannoteEngine:
             else:
                 source, token = self.model_id, (self.hf_token or None)
             try:
-                pipeline = Pipeline.from_pretrained(source, use_auth_token=token)
+                with torch.serialization.safe_globals(_checkpoint_globals()):
+                    pipeline = Pipeline.from_pretrained(source, use_auth_token=token)
             except Exception as exc:
                 raise Unavailable(
                     f"cannot load the pyannote pipeline from {source}: {exc}"
@@ -244,6 +245,18 @@ class PyannoteEngine:
             for seg, _track, label in annotation.itertracks(yield_label=True)
         ]
         return label_turns(raw)
+
+
+def _checkpoint_globals() -> list[Any]:
+    """Classes pyannote 3.x checkpoints pickle, allowed for torch>=2.6's ``weights_only`` load.
+
+    Without them every pyannote checkpoint (the gated production ones included) fails to load
+    with "Weights only load failed ... Unsupported global".
+    """
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from torch.torch_version import TorchVersion
+
+    return [TorchVersion, Specifications, Problem, Resolution]
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
