@@ -1,0 +1,35 @@
+"""Settings of the scene service (environment prefix ``SCENE_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+from services.scene.boundaries import DEFAULT_MIN_SCENE_FRAMES, DEFAULT_THRESHOLD
+
+
+class SceneSettings(ServiceSettings):
+    """TransNetV2 shot boundary detection."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="SCENE_")
+
+    port: int = 50052
+    metrics_port: int = 9102
+    #: "auto" uses CUDA when available, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: float16 autocast on CUDA (the CPU always runs float32, matching the reference).
+    amp: bool = True
+    #: 100-frame windows per forward pass.
+    batch_windows: int = Field(default=4, ge=1, le=64)
+    #: torch CPU threads for inference; 0 keeps torch's default (one per core).
+    torch_threads: int = Field(default=0, ge=0)
+    #: ffmpeg decoder threads; 0 lets ffmpeg choose.
+    ffmpeg_threads: int = Field(default=0, ge=0)
+    #: Decoded frames (3.9 kB each) the decoder may run ahead of inference.
+    decode_queue_frames: int = Field(default=1000, ge=1)
+    #: Defaults for requests that leave these fields at 0.
+    threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
+    min_scene_frames: int = Field(default=DEFAULT_MIN_SCENE_FRAMES, ge=0)

