@@ -1,0 +1,270 @@
+"""Tracking service vs the naive MediaPipe loop, in one run.
+
+``python -m benchmarks.tracking --video PATH [--workers N] [--repeat N] [--landmarks]``
+
+Starts the real service (``python -m services.tracking``) as a child process on a free port, waits
+for readiness (models loaded), and streams ``Track`` over gRPC; in the same run it times the naive
+reference: MediaPipe ``FaceMesh`` in video mode on every full-resolution frame, one process, at
+most 5 faces, fed by ffmpeg (the same pixels as the service) or by OpenCV (``--naive-decoder``).
+Frames are numbered like the service's (ffmpeg's constant-rate output from the container
+start). Prints one JSON line:
+
+* ``service_fps`` / ``naive_fps`` (best of the repeats, wall clock, decoding included) and
+  ``ratio``;
+* ``faces_per_frame`` of both, ``tracks`` (the service's track count);
+* ``recall``: the share of the naive loop's faces that the service also reports in the same
+  frame (boxes paired by the Hungarian method, IoU >= 0.5);
+* ``service_only``: the service's faces the naive loop does not have, as ``[frame, track_id]``
+  (check them on ``python -m services.tracking.overlay``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from scipy.optimize import linear_sum_assignment
+
+from protos.videoanalysis.v1 import common_pb2, tracking_pb2, tracking_pb2_grpc
+from services.common import ffmpeg
+from services.tracking.geometry import iou_matrix
+from services.tracking.server import SERVICE_NAME
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _frame_offset(path: Path, fps: float) -> int:
+    """How many frames ffmpeg's constant-rate output (the service's frame numbering) puts before
+    the first decoded frame: the video stream may start after the container (audio first)."""
+    command = [
+        "ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+        "stream=start_time:format=start_time", "-of", "json", str(path),
+    ]  # fmt: skip
+    data = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
+    stream = float((data.get("streams") or [{}])[0].get("start_time", 0) or 0)
+    container = float(data.get("format", {}).get("start_time", 0) or 0)
+    return max(0, round((stream - container) * fps))
+
+
+def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {path}")
+    offset = _frame_offset(path, capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    index = offset
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+
+
+def _ffmpeg_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    info = ffmpeg.probe(path)
+    width, height = (
+        (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+    )
+    yield from enumerate(ffmpeg.iter_frames(path, width, height))
+
+
+def naive_loop(path: Path, decoder: str) -> tuple[float, dict[int, np.ndarray]]:
+    """The reference: MediaPipe's FaceMesh (video mode, 5 faces) on every full-resolution frame,
+    in this process. Returns frames per second (decoding included) and each frame's face boxes
+    (landmark extents, like the service), keyed by the service's frame numbers.
+
+    ``decoder`` "ffmpeg" feeds it the very pixels the service sees (ffmpeg's pipe, a child
+    process decoding alongside); "opencv" decodes in this process, whose colour conversion differs
+    slightly, enough to change which borderline faces either side keeps.
+    """
+    import mediapipe as mp
+
+    frames = _ffmpeg_frames(path) if decoder == "ffmpeg" else _opencv_frames(path)
+    boxes: dict[int, np.ndarray] = {}
+    started = time.perf_counter()
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=5) as mesh:
+        for index, frame in frames:
+            height, width = frame.shape[:2]
+            result = mesh.process(frame)
+            frame_boxes = []
+            for face in result.multi_face_landmarks or []:
+                xy = np.array([(p.x * width, p.y * height) for p in face.landmark])
+                lo = np.clip(xy.min(axis=0), 0, [width, height])
+                hi = np.clip(xy.max(axis=0), 0, [width, height])
+                frame_boxes.append([lo[0], lo[1], hi[0], hi[1]])
+            boxes[index] = np.array(frame_boxes, dtype=np.float64).reshape(-1, 4)
+    elapsed = time.perf_counter() - started
+    return len(boxes) / elapsed, boxes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_ready(address: str, process: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the tracking service exited with code {process.returncode}")
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the tracking service did not become ready")
+
+
+async def service_run(
+    address: str, media_path: str, workers: int, landmarks: bool
+) -> tuple[float, dict[int, list[tuple[str, np.ndarray]]], tracking_pb2.TrackSummary]:
+    faces: dict[int, list[tuple[str, np.ndarray]]] = {}
+    summary = tracking_pb2.TrackSummary()
+    frames = 0
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    ) as channel:
+        stub = tracking_pb2_grpc.TrackingServiceStub(channel)
+        request = tracking_pb2.TrackRequest(
+            media=common_pb2.MediaRef(path=media_path), workers=workers, include_landmarks=landmarks
+        )
+        started = time.perf_counter()
+        async for response in stub.Track(request):
+            if response.HasField("frames"):
+                for frame in response.frames.frames:
+                    frames += 1
+                    faces[frame.frame_index] = [
+                        (
+                            f.track_id,
+                            np.array([f.bbox.x_min, f.bbox.y_min, f.bbox.x_max, f.bbox.y_max]),
+                        )
+                        for f in frame.faces
+                    ]
+            elif response.HasField("summary"):
+                summary = response.summary
+        elapsed = time.perf_counter() - started
+    return frames / elapsed, faces, summary
+
+
+def compare(
+    naive: dict[int, np.ndarray],
+    service: dict[int, list[tuple[str, np.ndarray]]],
+    min_iou: float = 0.5,
+) -> tuple[float, list[list]]:
+    """Recall of the naive faces and the faces only the service reports (on the naive's frames)."""
+    total = matched = 0
+    service_only: list[list] = []
+    for index, reference in sorted(naive.items()):
+        ours = service.get(index, [])
+        total += len(reference)
+        used: set[int] = set()
+        if len(reference) and ours:
+            overlap = iou_matrix(reference, np.array([box for _, box in ours]))
+            rows, cols = linear_sum_assignment(-overlap)
+            for row, col in zip(rows, cols, strict=True):
+                if overlap[row, col] >= min_iou:
+                    matched += 1
+                    used.add(int(col))
+        service_only += [[index, track_id] for i, (track_id, _) in enumerate(ours) if i not in used]
+    return (matched / total if total else 1.0), service_only
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    video = Path(args.video).resolve()
+    port = _free_port()
+    env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "0", "TRACKING_LOG_LEVEL": "WARNING"}
+    command = [
+        sys.executable, "-m", "services.tracking", "--port", str(port), "--metrics-port", "-1",
+        "--media-root", str(video.parent), "--host", "127.0.0.1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(_wait_ready(address, process))
+        service_fps: list[float] = []
+        naive_fps: list[float] = []
+        for _ in range(args.repeat):
+            fps, naive_boxes = naive_loop(video, args.naive_decoder)
+            naive_fps.append(fps)
+            fps, faces, summary = asyncio.run(
+                service_run(address, video.name, args.workers, args.landmarks)
+            )
+            service_fps.append(fps)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    recall, service_only = compare(naive_boxes, faces)
+    naive_faces = sum(len(b) for b in naive_boxes.values())
+    service_faces = sum(len(f) for f in faces.values())
+    return {
+        "video": video.name,
+        "naive_decoder": args.naive_decoder,
+        "frames": len(naive_boxes),
+        "service_frames": len(faces),
+        "workers": summary.workers,
+        "service_fps": round(max(service_fps), 1),
+        "naive_fps": round(max(naive_fps), 1),
+        "ratio": round(max(service_fps) / max(naive_fps), 2),
+        "service_fps_runs": [round(v, 1) for v in service_fps],
+        "naive_fps_runs": [round(v, 1) for v in naive_fps],
+        "faces_per_frame": {
+            "service": round(service_faces / max(1, len(faces)), 3),
+            "naive": round(naive_faces / max(1, len(naive_boxes)), 3),
+        },
+        "faces": {"service": service_faces, "naive": naive_faces},
+        "tracks": len(summary.tracks),
+        "recall": round(recall, 4),
+        "service_only": service_only,
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "cores": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", required=True, help="a video or image file")
+    parser.add_argument("--workers", type=int, default=0, help="service workers (0: every core)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side; the best counts")
+    parser.add_argument(
+        "--landmarks", action="store_true", help="ask the service for landmarks too"
+    )
+    parser.add_argument(
+        "--naive-decoder",
+        choices=("ffmpeg", "opencv"),
+        default="ffmpeg",
+        help="ffmpeg: the service's own pixels (recall compares like with like); opencv: decoding"
+        " inside the naive process",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    print(json.dumps(run_benchmark(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Face tracking service: MediaPipe face detection and mesh, stable track ids, mouth movement."""

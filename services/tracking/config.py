@@ -1,0 +1,62 @@
+"""Settings of the tracking service (environment prefix ``TRACKING_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class TrackingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="TRACKING_")
+
+    port: int = 50054
+    metrics_port: int = 9104
+    #: Worker processes (one face graph each); 0 means one per available core.
+    workers: int = 0
+    #: Folder holding ``mediapipe/modules/...``; empty means the installed mediapipe package.
+    model_root: Path | None = None
+    #: Shared frame buffer folder (RAM-backed; give the pod an in-memory ``/dev/shm``).
+    buffer_dir: Path = Path("/dev/shm")
+    #: Most memory the shared frame slots of one request may take.
+    buffer_mb: int = 512
+    #: Request defaults.
+    max_faces: int = 5
+    min_detection_confidence: float = 0.5
+    batch_frames: int = 50
+    #: Landmark-model face-presence score needed to keep (and keep following) a face.
+    min_presence_confidence: float = 0.5
+    #: 478 refined landmarks (lips, eyes, irises) instead of 468; a different, slower model.
+    refine_landmarks: bool = False
+    #: Longest side of the frames the models see (larger videos are downscaled first).
+    max_side: int = 960
+    #: Face detection at least every N frames while faces are followed by their landmarks.
+    detect_every: int = 3
+    #: After a face is lost, detect on every frame for this many frames.
+    recovery_frames: int = 10
+    #: Grey-thumbnail difference (0-255) that counts as a cut and forces detection.
+    cut_threshold: float = 30.0
+    #: Own frames per chunk and frames of overlap (re-run from the previous chunk).
+    chunk_frames: int = 96
+    overlap_frames: int = 2
+    #: Frames a track survives without its face.
+    max_missed: int = 12
+    #: End every track at a hard cut (the grey-thumbnail test above).
+    split_at_cuts: bool = True
+    #: Seconds a worker may take to load its models.
+    worker_start_timeout_s: float = 120.0
+
+    @property
+    def pool_size(self) -> int:
+        return self.workers if self.workers > 0 else available_cores()

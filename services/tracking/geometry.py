@@ -1,0 +1,152 @@
+"""Measurements of faces from their MediaPipe face-mesh landmarks (numpy, vectorised over faces).
+
+Landmarks come normalised (x, y in 0..1 of the frame, z in units of the frame width); every
+measurement here is made in original-resolution pixels, so that z has the same scale as x and y.
+Indices are those of MediaPipe's canonical face mesh (468 points; the refined 478-point mesh keeps
+the same first 468).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Canonical face-mesh indices.
+UPPER_LIP_INNER = 13
+LOWER_LIP_INNER = 14
+FOREHEAD_TOP = 10
+CHIN = 152
+RIGHT_EYE_OUTER = 33  # the subject's right eye: image left on a frontal, unmirrored face
+LEFT_EYE_OUTER = 263
+RIGHT_CHEEK = 234
+LEFT_CHEEK = 454
+
+#: Lip gap (over face height) at which the legacy-scale ``jaw_open`` reaches 1.0. A closed mouth
+#: sits near 0.0-0.01, speech moves between about 0.02 and 0.10, a wide-open mouth reaches 0.2.
+#: The legacy speaking rule called a face speaking above a jawOpen of 0.08, which this scale puts
+#: at a lip gap of 2 % of the face height.
+JAW_OPEN_FULL_SCALE = 0.25
+
+#: Columns of :func:`measure`'s feature matrix.
+FEATURES = (
+    "x_min", "y_min", "x_max", "y_max", "centroid_x", "centroid_y",
+    "confidence", "mouth_openness", "jaw_open", "yaw", "pitch", "roll",
+)  # fmt: skip
+N_FEATURES = len(FEATURES)
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Degrees. yaw > 0: the face turns towards the image's right; pitch > 0: it looks up;
+    roll > 0: it tilts clockwise on screen."""
+
+    yaw: float
+    pitch: float
+    roll: float
+
+
+def to_pixels(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``F×N×3`` normalised landmarks → pixels of a ``width``×``height`` frame (z scaled like x)."""
+    return landmarks * np.array([width, height, width], dtype=np.float32)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norm, 1e-9)
+
+
+def head_pose(points: np.ndarray) -> np.ndarray:
+    """Yaw, pitch and roll in degrees (``F×3``) of faces given in pixels (``F×N×3``).
+
+    The face's own axes are read off the mesh: "right" from the outer eye corners and the cheek
+    contour (subject's right to left), "down" from the forehead to the chin, made orthogonal to
+    "right"; the nose direction is their cross product (towards the camera for a frontal face).
+    """
+    right = (points[:, LEFT_EYE_OUTER] - points[:, RIGHT_EYE_OUTER]) + (
+        points[:, LEFT_CHEEK] - points[:, RIGHT_CHEEK]
+    )
+    right = _unit(right)
+    down = points[:, CHIN] - points[:, FOREHEAD_TOP]
+    down = _unit(down - np.sum(down * right, axis=-1, keepdims=True) * right)
+    # Camera axes: x right, y down, z away from the camera; right × down points away from the
+    # camera too, so the nose direction is its opposite.
+    nose = -np.cross(right, down)
+    yaw = np.degrees(np.arctan2(nose[:, 0], -nose[:, 2]))
+    pitch = np.degrees(np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2])))
+    roll = np.degrees(np.arctan2(right[:, 1], right[:, 0]))
+    return np.stack([yaw, pitch, roll], axis=-1).astype(np.float32)
+
+
+def mouth_openness(points: np.ndarray) -> np.ndarray:
+    """Inner-lip gap over face height (forehead to chin), per face; scale-free, 3-D distances."""
+    gap = np.linalg.norm(points[:, UPPER_LIP_INNER] - points[:, LOWER_LIP_INNER], axis=-1)
+    face = np.linalg.norm(points[:, FOREHEAD_TOP] - points[:, CHIN], axis=-1)
+    return (gap / np.maximum(face, 1e-6)).astype(np.float32)
+
+
+def jaw_open(openness: np.ndarray) -> np.ndarray:
+    """The lip gap on the legacy 0..1 ``jawOpen`` scale (linear, clipped)."""
+    return np.clip(openness / JAW_OPEN_FULL_SCALE, 0.0, 1.0).astype(np.float32)
+
+
+def measure(
+    landmarks: np.ndarray, scores: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every per-face measurement at once.
+
+    Args:
+        landmarks: ``F×N×3`` normalised landmarks.
+        scores: ``F`` face-presence scores.
+        width, height: the original frame size in pixels.
+
+    Returns:
+        ``(features, points)``: an ``F×len(FEATURES)`` float32 matrix (columns in
+        :data:`FEATURES`; the box is the landmarks' extent clipped to the frame, the centroid
+        their mean) and the ``F×N×3`` landmarks in pixels.
+    """
+    points = to_pixels(landmarks, width, height)
+    features = np.zeros((len(points), N_FEATURES), dtype=np.float32)
+    if len(points) == 0:
+        return features, points
+    xy = points[:, :, :2]
+    features[:, 0] = np.clip(xy[:, :, 0].min(axis=1), 0, width)
+    features[:, 1] = np.clip(xy[:, :, 1].min(axis=1), 0, height)
+    features[:, 2] = np.clip(xy[:, :, 0].max(axis=1), 0, width)
+    features[:, 3] = np.clip(xy[:, :, 1].max(axis=1), 0, height)
+    features[:, 4:6] = xy.mean(axis=1)
+    features[:, 6] = scores
+    features[:, 7] = mouth_openness(points)
+    features[:, 8] = jaw_open(features[:, 7])
+    features[:, 9:12] = head_pose(points)
+    return features, points
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` (``A×4``: x0 y0 x1 y1) with each box of ``b`` (``B×4``)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    a = a[:, None, :].astype(np.float64)
+    b = b[None, :, :].astype(np.float64)
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def suppress_duplicates(features: np.ndarray, *, max_iou: float = 0.5) -> np.ndarray:
+    """Indices of the faces to keep when two boxes of one frame overlap more than ``max_iou``
+    (the more confident one wins). The face graph can follow one face twice for a frame when a
+    fresh detection and an older landmark region drift apart."""
+    if len(features) < 2:
+        return np.arange(len(features))
+    order = np.argsort(-np.nan_to_num(features[:, 6], nan=0.0), kind="stable")
+    overlaps = iou_matrix(features[:, :4], features[:, :4])
+    kept: list[int] = []
+    for index in order:
+        if all(overlaps[index, other] <= max_iou for other in kept):
+            kept.append(int(index))
+    return np.array(sorted(kept), dtype=np.int64)

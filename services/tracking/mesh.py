@@ -1,0 +1,411 @@
+"""MediaPipe's legacy face models (they ship inside ``mediapipe==0.10.21``) run as one graph.
+
+The graph is the stock ``FaceLandmarkFrontCpu`` wiring (short-range BlazeFace detection, then the
+face-mesh landmark model on a region of interest per face, each face's next region taken from its
+own landmarks), with two changes:
+
+* detection runs only on frames where the caller asks for it (an extra ``detect`` input stream
+  gates it), instead of on every frame with fewer than ``max_faces`` tracked faces; between
+  detections the faces are followed by their landmarks alone, which is what the landmark model
+  was made for;
+* each face's presence score (the landmark model's "is there a face" probability) is an output,
+  so every face of every frame has a confidence;
+* a freshly reset graph can be *seeded* with the faces another run was following (their last
+  landmarks), turned into regions exactly as the graph turns its own landmarks into next-frame
+  regions. A chunk of a video processed on its own then continues the faces of the chunk before it
+  as one uninterrupted run would (see :mod:`services.tracking.pool`).
+
+Nothing is downloaded: the models are read from ``model_root/mediapipe/modules/...``, by default
+the installed mediapipe package.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: The stock front-face graph with a caller-driven detection gate (see the module docstring).
+_GRAPH = r"""
+input_stream: "IMAGE:image"
+input_stream: "DETECT:detect"
+output_stream: "LANDMARKS:multi_face_landmarks"
+input_side_packet: "NUM_FACES:num_faces"
+input_side_packet: "WITH_ATTENTION:with_attention"
+node {
+  calculator: "PreviousLoopbackCalculator"
+  input_stream: "MAIN:image"
+  input_stream: "LOOP:face_rects_from_landmarks"
+  input_stream_info { tag_index: "LOOP" back_edge: true }
+  output_stream: "PREV_LOOP:prev_face_rects_from_landmarks"
+}
+node {
+  calculator: "GateCalculator"
+  input_stream: "image"
+  input_stream: "ALLOW:detect"
+  output_stream: "gated_image"
+}
+node {
+  calculator: "FaceDetectionShortRangeCpu"
+  input_stream: "IMAGE:gated_image"
+  output_stream: "DETECTIONS:all_face_detections"
+}
+node {
+  calculator: "ClipDetectionVectorSizeCalculator"
+  input_stream: "all_face_detections"
+  output_stream: "face_detections"
+  input_side_packet: "num_faces"
+}
+node {
+  calculator: "ImagePropertiesCalculator"
+  input_stream: "IMAGE:gated_image"
+  output_stream: "SIZE:gated_image_size"
+}
+node {
+  calculator: "BeginLoopDetectionCalculator"
+  input_stream: "ITERABLE:face_detections"
+  input_stream: "CLONE:gated_image_size"
+  output_stream: "ITEM:face_detection"
+  output_stream: "CLONE:detections_loop_image_size"
+  output_stream: "BATCH_END:detections_loop_end_timestamp"
+}
+node {
+  calculator: "FaceDetectionFrontDetectionToRoi"
+  input_stream: "DETECTION:face_detection"
+  input_stream: "IMAGE_SIZE:detections_loop_image_size"
+  output_stream: "ROI:face_rect_from_detection"
+}
+node {
+  calculator: "EndLoopNormalizedRectCalculator"
+  input_stream: "ITEM:face_rect_from_detection"
+  input_stream: "BATCH_END:detections_loop_end_timestamp"
+  output_stream: "ITERABLE:face_rects_from_detections"
+}
+node {
+  calculator: "DetectionsToRectsCalculator"
+  input_stream: "DETECTIONS:seed_detections"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "NORM_RECTS:seed_rects_unscaled"
+  options {
+    [mediapipe.DetectionsToRectsCalculatorOptions.ext] {
+      rotation_vector_start_keypoint_index: 33
+      rotation_vector_end_keypoint_index: 263
+      rotation_vector_target_angle_degrees: 0.0
+    }
+  }
+}
+node {
+  calculator: "RectTransformationCalculator"
+  input_stream: "NORM_RECTS:seed_rects_unscaled"
+  input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "seed_rects"
+  options {
+    [mediapipe.RectTransformationCalculatorOptions.ext] {
+      scale_x: 1.5 scale_y: 1.5 square_long: true
+    }
+  }
+}
+node {
+  calculator: "AssociationNormRectCalculator"
+  input_stream: "face_rects_from_detections"
+  input_stream: "seed_rects"
+  input_stream: "prev_face_rects_from_landmarks"
+  output_stream: "face_rects"
+  options { [mediapipe.AssociationCalculatorOptions.ext] { min_similarity_threshold: 0.5 } }
+}
+node {
+  calculator: "ImagePropertiesCalculator"
+  input_stream: "IMAGE:image"
+  output_stream: "SIZE:image_size"
+}
+node {
+  calculator: "BeginLoopNormalizedRectCalculator"
+  input_stream: "ITERABLE:face_rects"
+  input_stream: "CLONE:0:image"
+  input_stream: "CLONE:1:image_size"
+  output_stream: "ITEM:face_rect"
+  output_stream: "CLONE:0:landmarks_loop_image"
+  output_stream: "CLONE:1:landmarks_loop_image_size"
+  output_stream: "BATCH_END:landmarks_loop_end_timestamp"
+}
+node {
+  calculator: "FaceLandmarkCpu"
+  input_stream: "IMAGE:landmarks_loop_image"
+  input_stream: "ROI:face_rect"
+  output_stream: "LANDMARKS:face_landmarks"
+  input_side_packet: "WITH_ATTENTION:with_attention"
+}
+node {
+  calculator: "FaceLandmarkLandmarksToRoi"
+  input_stream: "LANDMARKS:face_landmarks"
+  input_stream: "IMAGE_SIZE:landmarks_loop_image_size"
+  output_stream: "ROI:face_rect_from_landmarks"
+}
+node {
+  calculator: "EndLoopNormalizedLandmarkListVectorCalculator"
+  input_stream: "ITEM:face_landmarks"
+  input_stream: "BATCH_END:landmarks_loop_end_timestamp"
+  output_stream: "ITERABLE:multi_face_landmarks"
+}
+node {
+  calculator: "EndLoopNormalizedRectCalculator"
+  input_stream: "ITEM:face_rect_from_landmarks"
+  input_stream: "BATCH_END:landmarks_loop_end_timestamp"
+  output_stream: "ITERABLE:face_rects_from_landmarks"
+}
+"""
+
+# The seed path copies ``FaceLandmarkLandmarksToRoi`` (landmarks → detection → rotated rect,
+# scaled 1.5 and squared); this checks that the installed graph still does that.
+_LANDMARKS_TO_ROI_NODES = (
+    "facelandmarklandmarkstoroi__DetectionsToRectsCalculator",
+    "facelandmarklandmarkstoroi__RectTransformationCalculator",
+)
+
+# Names inside the expanded graph (subgraph nodes are prefixed by their lower-cased type).
+_DETECTION_SCORE_NODE = (
+    "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
+    "TensorsToDetectionsCalculator"
+)
+_PRESENCE_THRESHOLD_NODE = "facelandmarkcpu__ThresholdingCalculator"
+_PRESENCE_SCORE_STREAM = "facelandmarkcpu__face_presence_score"
+
+LANDMARKS_PLAIN = 468
+LANDMARKS_REFINED = 478
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """What changes the graph itself (a worker keeps one graph per distinct value).
+
+    Attributes:
+        max_faces: most faces followed at once (the stock graph's ``num_faces``).
+        min_detection_confidence: BlazeFace score a detection needs.
+        min_presence_confidence: landmark-model face-presence score a face needs to be kept (and
+            to keep being followed between detections).
+        refine_landmarks: 478 refined points (lips, eyes, irises) instead of 468; slower.
+    """
+
+    max_faces: int = 5
+    min_detection_confidence: float = 0.5
+    min_presence_confidence: float = 0.5
+    refine_landmarks: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_faces <= 50:
+            raise ValueError(f"max_faces must be in 1..50, got {self.max_faces}")
+        for name in ("min_detection_confidence", "min_presence_confidence"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+
+    @property
+    def landmark_count(self) -> int:
+        return LANDMARKS_REFINED if self.refine_landmarks else LANDMARKS_PLAIN
+
+
+def default_model_root() -> Path:
+    """The folder holding ``mediapipe/modules/...``: the installed package's parent."""
+    import mediapipe
+
+    return Path(mediapipe.__file__).resolve().parent.parent
+
+
+def _set_options(config, node_name: str, options_type, **fields: object) -> None:  # type: ignore[no-untyped-def]
+    """Sets fields of one calculator's options in an expanded graph config."""
+    for node in config.node:
+        if node.name != node_name:
+            continue
+        for packed in node.node_options:
+            if packed.type_url.endswith(options_type.DESCRIPTOR.full_name):
+                options = options_type.FromString(packed.value)
+                for key, value in fields.items():
+                    setattr(options, key, value)
+                packed.value = options.SerializeToString()
+                return
+        options = node.options.Extensions[options_type.ext]
+        for key, value in fields.items():
+            setattr(options, key, value)
+        return
+    raise RuntimeError(f"the face graph has no node {node_name!r} (mediapipe version changed?)")
+
+
+def _check_seed_path(config) -> None:  # type: ignore[no-untyped-def]
+    """The seed nodes must turn landmarks into regions like the graph's own landmark→ROI nodes."""
+    by_name = {node.name: node for node in config.node}
+    ours = [n for n in config.node if "seed_rects" in "".join(n.output_stream)]
+    for name, mine in zip(_LANDMARKS_TO_ROI_NODES, ours, strict=True):
+        stock = by_name.get(name)
+        if stock is None or stock.options.SerializeToString() != mine.options.SerializeToString():
+            raise RuntimeError(
+                f"the face graph's {name} changed; the seed path no longer matches it"
+            )
+
+
+def _seed_detection(landmarks: np.ndarray):  # type: ignore[no-untyped-def]
+    """A face's normalised landmarks as the detection ``LandmarksToDetectionCalculator`` makes
+    of them (box = their extent, one relative keypoint per landmark)."""
+    from mediapipe.framework.formats import detection_pb2, location_data_pb2
+
+    detection = detection_pb2.Detection()
+    location = detection.location_data
+    location.format = location_data_pb2.LocationData.RELATIVE_BOUNDING_BOX
+    x_min, y_min = (float(v) for v in landmarks[:, :2].min(axis=0))
+    x_max, y_max = (float(v) for v in landmarks[:, :2].max(axis=0))
+    box = location.relative_bounding_box
+    box.xmin, box.ymin, box.width, box.height = x_min, y_min, x_max - x_min, y_max - y_min
+    for x, y in landmarks[:, :2].tolist():
+        point = location.relative_keypoints.add()
+        point.x, point.y = x, y
+    return detection
+
+
+class FaceMesh:
+    """One MediaPipe face graph: frames in, faces (normalised landmarks + presence score) out.
+
+    Not thread-safe; a worker process owns one per :class:`MeshOptions`. Frames of one video are
+    fed in order; :meth:`reset` forgets the faces being followed (new chunk, new video).
+    """
+
+    def __init__(self, options: MeshOptions, model_root: Path | None = None) -> None:
+        from google.protobuf import text_format
+        from mediapipe.calculators.tensor import tensors_to_detections_calculator_pb2
+        from mediapipe.calculators.util import thresholding_calculator_pb2
+        from mediapipe.framework import calculator_pb2
+        from mediapipe.python import packet_creator, packet_getter
+        from mediapipe.python._framework_bindings import (
+            calculator_graph,
+            resource_util,
+            validated_graph_config,
+        )
+
+        self.options = options
+        self._creator = packet_creator
+        self._getter = packet_getter
+        root = Path(model_root) if model_root is not None else default_model_root()
+        if not (root / "mediapipe" / "modules" / "face_landmark").is_dir():
+            raise FileNotFoundError(f"no MediaPipe face models under {root}/mediapipe/modules")
+        resource_util.set_resource_dir(str(root))
+
+        self._seed_streams = [f"seed_{i}" for i in range(options.max_faces)]
+        source = text_format.Parse(_GRAPH, calculator_pb2.CalculatorGraphConfig())
+        merge = source.node.add()
+        merge.calculator = "MergeDetectionsToVectorCalculator"
+        merge.input_stream.extend(self._seed_streams)
+        merge.output_stream.append("seed_detections")
+        source.input_stream.extend(self._seed_streams)
+        validated = validated_graph_config.ValidatedGraphConfig()
+        validated.initialize(graph_config=source)
+        config = calculator_pb2.CalculatorGraphConfig()
+        config.ParseFromString(validated.binary_config)
+        _check_seed_path(config)
+        _set_options(
+            config,
+            _DETECTION_SCORE_NODE,
+            tensors_to_detections_calculator_pb2.TensorsToDetectionsCalculatorOptions,
+            min_score_thresh=options.min_detection_confidence,
+        )
+        _set_options(
+            config,
+            _PRESENCE_THRESHOLD_NODE,
+            thresholding_calculator_pb2.ThresholdingCalculatorOptions,
+            threshold=options.min_presence_confidence,
+        )
+        # Collect every followed face's presence score next to its landmarks.
+        scores = config.node.add()
+        scores.calculator = "EndLoopFloatCalculator"
+        scores.input_stream.extend(
+            [f"ITEM:{_PRESENCE_SCORE_STREAM}", "BATCH_END:landmarks_loop_end_timestamp"]
+        )
+        scores.output_stream.append("ITERABLE:presence_scores")
+        config.output_stream.append("PRESENCE:presence_scores")
+
+        self._graph = calculator_graph.CalculatorGraph(graph_config=config)
+        self._outputs: dict[str, object] = {}
+        for stream in ("multi_face_landmarks", "presence_scores"):
+            self._graph.observe_output_stream(stream, self._keep(stream), True)
+        self._side_packets = {
+            "num_faces": packet_creator.create_int(options.max_faces),
+            "with_attention": packet_creator.create_bool(options.refine_landmarks),
+        }
+        self._timestamp = 0
+        self._graph.start_run(self._side_packets)
+
+    def _keep(self, stream: str):  # type: ignore[no-untyped-def]
+        def callback(_name: str, packet) -> None:  # type: ignore[no-untyped-def]
+            self._outputs[stream] = packet
+
+        return callback
+
+    def reset(self) -> None:
+        """Forgets the faces being followed (the next frame should be a detection frame)."""
+        self._graph.close()
+        self._graph.start_run(self._side_packets)
+        self._timestamp = 0
+
+    def close(self) -> None:
+        self._graph.close()
+
+    def process(
+        self, frame: np.ndarray, *, detect: bool, seeds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Runs one RGB frame.
+
+        Args:
+            frame: ``H×W×3`` uint8 RGB, C-contiguous.
+            detect: run face detection on this frame (else only follow the faces of the last
+                frame by their landmarks).
+            seeds: only on the first frame after a reset: ``S×N×3`` normalised landmarks of the
+                faces another run followed on the frame before this one; they are followed from
+                here as if this graph had seen them.
+
+        Returns:
+            ``(landmarks, scores)``: ``F×N×3`` float32 normalised landmarks (x, y in 0..1 of the
+            frame; z in units of the frame width, relative to the head centre) and ``F``
+            presence scores.
+        """
+        from mediapipe.python._framework_bindings import image_frame
+
+        self._outputs.clear()
+        self._timestamp += 1
+        image = self._creator.create_image_frame(
+            data=frame, image_format=image_frame.ImageFormat.SRGB
+        )
+        self._graph.add_packet_to_input_stream("image", image.at(self._timestamp))
+        self._graph.add_packet_to_input_stream(
+            "detect", self._creator.create_bool(detect).at(self._timestamp)
+        )
+        if self._timestamp == 1:
+            for stream, face in zip(
+                self._seed_streams, seeds if seeds is not None else [], strict=False
+            ):
+                packet = self._creator.create_proto(_seed_detection(face))
+                self._graph.add_packet_to_input_stream(stream, packet.at(self._timestamp))
+            for stream in self._seed_streams:
+                self._graph.close_input_stream(stream)
+        elif seeds is not None and len(seeds):
+            raise ValueError("seeds are only accepted on the first frame after a reset")
+        self._graph.wait_until_idle()
+        n_points = self.options.landmark_count
+        packet = self._outputs.get("multi_face_landmarks")
+        faces = [] if packet is None or packet.is_empty() else self._getter.get_proto_list(packet)
+        if not faces:
+            return np.zeros((0, n_points, 3), np.float32), np.zeros((0,), np.float32)
+        landmarks = np.array(
+            [[(p.x, p.y, p.z) for p in face.landmark] for face in faces], dtype=np.float32
+        )
+        score_packet = self._outputs.get("presence_scores")
+        all_scores = (
+            []
+            if score_packet is None or score_packet.is_empty()
+            else self._getter.get_float_list(score_packet)
+        )
+        # Faces below the presence threshold give a score but no landmarks; the rest keep order.
+        kept = [s for s in all_scores if s >= self.options.min_presence_confidence]
+        if len(kept) != len(faces):
+            kept = [float("nan")] * len(faces)
+        return landmarks, np.asarray(kept, dtype=np.float32)

@@ -1,0 +1,238 @@
+"""One video (or still image) in, a stream of progress, tracked frames and a summary out.
+
+The parent decodes once with ffmpeg at the processing size, the worker pool finds the faces chunk
+by chunk, and the results are put back in frame order and given track ids here, frame after frame
+(association is cheap; doing it in one place over the whole video means chunk edges cannot break or
+swap ids: every frame, a chunk's first included, is matched against the tracks as they stand).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services.common import ffmpeg
+from services.common.blocking import CancelToken
+from services.common.errors import UndecodableMedia
+from services.tracking.geometry import HeadPose
+from services.tracking.mesh import MeshOptions
+from services.tracking.pool import JobPlan, JobStats, WorkerPool
+from services.tracking.tracker import FaceTracker, TrackStats
+from services.tracking.worker import Cadence, ChunkResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    track_id: str
+    #: x_min, y_min, x_max, y_max in original-resolution pixels.
+    bbox: tuple[float, float, float, float]
+    centroid: tuple[float, float]
+    confidence: float
+    mouth_openness: float
+    jaw_open: float
+    pose: HeadPose
+    #: ``N×3`` pixels, or None when not asked for.
+    landmarks: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    frame_index: int
+    time_s: float
+    faces: list[TrackedFace]
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    stage: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    tracks: list[TrackStats]
+    faces_total: int
+    workers: int
+    #: Frames (overlap included) that ran face detection; the rest only followed faces.
+    detection_frames: int = 0
+    #: Chunks re-run from the previous chunk's faces (see :mod:`services.tracking.pool`).
+    repaired_chunks: int = 0
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Everything a request can choose, already checked and defaulted.
+
+    Attributes:
+        mesh: the face graph.
+        cadence: the detection schedule.
+        include_landmarks: return every face's landmarks.
+        workers: worker processes for this video.
+        batch_frames: frames per yielded batch.
+        max_side: longest side of the processing frames (larger videos are downscaled).
+        chunk_frames: own frames per chunk (lowered for large frames, see ``buffer_mb``).
+        overlap_frames: frames of the previous chunk run again before each chunk.
+        buffer_mb: most memory the shared frame slots may take.
+        max_missed: frames a track survives without its face.
+        split_at_cuts: end every track at a hard cut.
+    """
+
+    mesh: MeshOptions = field(default_factory=MeshOptions)
+    cadence: Cadence = field(default_factory=Cadence)
+    include_landmarks: bool = False
+    workers: int = 1
+    batch_frames: int = 50
+    max_side: int = 960
+    chunk_frames: int = 96
+    overlap_frames: int = 2
+    buffer_mb: int = 512
+    max_missed: int = 12
+    split_at_cuts: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "batch_frames", "max_side", "chunk_frames", "buffer_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.overlap_frames < 0:
+            raise ValueError(f"overlap_frames must be >= 0, got {self.overlap_frames}")
+
+
+def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The decode size: the original scaled down (never up) so its longest side fits
+    ``max_side``; even numbers, as ffmpeg's scaler prefers."""
+    scale = min(1.0, max_side / max(width, height))
+    w = max(2, round(width * scale / 2) * 2)
+    h = max(2, round(height * scale / 2) * 2)
+    return w, h
+
+
+def _display_size(info: ffmpeg.MediaInfo) -> tuple[int, int]:
+    """ffmpeg rotates frames upright while decoding; so do the reported sizes."""
+    if info.rotation in (90, 270):
+        return info.height, info.width
+    return info.width, info.height
+
+
+Event = Progress | list[FrameFaces] | Summary
+
+
+def track_video(
+    path: Path, options: TrackingOptions, pool: WorkerPool, token: CancelToken
+) -> Iterator[Event]:
+    """Tracks the faces of ``path``: yields :class:`Progress`, batches of :class:`FrameFaces` (in
+    frame order, every frame present, faces without landmarks unless asked) and, last, a
+    :class:`Summary`.
+
+    Raises:
+        UndecodableMedia: not a readable video or image, or no frame decodes.
+        Unavailable: the workers cannot run.
+        Cancelled: the token was cancelled.
+    """
+    info = ffmpeg.probe(path)
+    if not info.has_video or info.width <= 0 or info.height <= 0:
+        raise UndecodableMedia(f"no video stream in {path.name}")
+    width, height = _display_size(info)
+    proc_w, proc_h = processing_size(width, height, options.max_side)
+    frame_bytes = proc_w * proc_h * 3
+    workers = max(1, min(options.workers, pool.size))
+    slots = workers + 1
+    budget_frames = max(2, (options.buffer_mb << 20) // (frame_bytes * slots))
+    overlap = min(options.overlap_frames, budget_frames // 2)
+    # About four chunks per worker on short videos (load balance), never over the memory budget.
+    balanced = math.ceil(max(info.frame_count, 1) / (4 * workers))
+    chunk_frames = max(
+        1, min(options.chunk_frames, max(balanced, 4 * max(overlap, 4)), budget_frames - overlap)
+    )
+    plan = JobPlan(
+        workers=workers,
+        chunk_frames=chunk_frames,
+        overlap_frames=overlap,
+        frame_size=(proc_h, proc_w),
+        out_size=(width, height),
+        options=options.mesh,
+        cadence=options.cadence,
+        include_landmarks=options.include_landmarks,
+    )
+    still = info.frame_count <= 1 and info.duration_s <= 0
+    fps = 0.0 if still else (info.avg_fps or info.real_fps)
+    total = max(info.frame_count, 0)
+    log.info(
+        "tracking %s: %dx%d (processing %dx%d), ~%d frames at %.3f fps, %d workers, "
+        "chunks of %d+%d",
+        path.name, width, height, proc_w, proc_h, total, fps, workers, chunk_frames, overlap,
+    )  # fmt: skip
+    yield Progress(0, total, "tracking")
+
+    tracker = FaceTracker(max_missed=options.max_missed)
+    frames = ffmpeg.iter_frames(path, proc_w, proc_h, token=token)
+    batch: list[FrameFaces] = []
+    done = 0
+    faces_total = 0
+    detections = 0
+    stats = JobStats()
+    for result in pool.run(frames, plan, token, stats):
+        detections += result.detections
+        for frame in _frames_of(result, tracker, fps, options):
+            batch.append(frame)
+            faces_total += len(frame.faces)
+            done += 1
+            if len(batch) >= options.batch_frames:
+                yield Progress(done, max(total, done), "tracking")
+                yield batch
+                batch = []
+    if done == 0:
+        raise UndecodableMedia(f"no frame of {path.name} could be decoded")
+    if batch:
+        yield Progress(done, done, "tracking")
+        yield batch
+    tracks = tracker.tracks()
+    log.info(
+        "tracked %s: %d frames, %d faces, %d tracks; %d chunks (%d re-run seeded), "
+        "detection on %d frames",
+        path.name, done, faces_total, len(tracks), stats.chunks, stats.repaired, detections,
+    )  # fmt: skip
+    yield Summary(
+        done, fps, width, height, tracks, faces_total, workers, detections, stats.repaired
+    )
+
+
+def _frames_of(
+    result: ChunkResult, tracker: FaceTracker, fps: float, options: TrackingOptions
+) -> Iterator[FrameFaces]:
+    include_landmarks = options.include_landmarks
+    row = 0
+    for offset, count in enumerate(result.counts.tolist()):
+        index = result.first_frame + offset
+        rows = result.features[row : row + count]
+        points = result.landmarks[row : row + count] if result.landmarks is not None else None
+        row += count
+        new_shot = options.split_at_cuts and bool(result.cuts[offset])
+        ids = tracker.update(index, rows[:, :4], new_shot=new_shot)
+        faces = [
+            TrackedFace(
+                track_id=track_id,
+                bbox=(float(r[0]), float(r[1]), float(r[2]), float(r[3])),
+                centroid=(float(r[4]), float(r[5])),
+                confidence=0.0 if math.isnan(r[6]) else float(r[6]),
+                mouth_openness=float(r[7]),
+                jaw_open=float(r[8]),
+                pose=HeadPose(float(r[9]), float(r[10]), float(r[11])),
+                landmarks=points[i] if include_landmarks and points is not None else None,
+            )
+            for i, (track_id, r) in enumerate(zip(ids, rows, strict=True))
+        ]
+        faces.sort(key=lambda face: face.centroid[0])
+        time_s = index / fps if fps > 0 else 0.0
+        yield FrameFaces(index, time_s, faces)

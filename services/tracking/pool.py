@@ -1,0 +1,602 @@
+"""A persistent pool of worker processes, each holding its own face graphs.
+
+The parent decodes the video once and writes consecutive frames into slots of a shared buffer (a
+file in ``/dev/shm`` mapped by every process, so frames are never pickled); each slot holds one
+chunk plus the few frames before it (the overlap, see :mod:`services.tracking.worker`). Idle
+workers get the next filled slot; results come back out of order and are handed on in order.
+Memory is bounded by the slots: ``workers + 1`` of them.
+
+The pool serves one job at a time (a job uses all the workers it asks for); other jobs wait their
+turn. A worker that cannot load its models, dies, or fails on a chunk fails the job with a clear
+error; a cancelled job stops every worker within a frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import numpy as np
+
+from services.common.blocking import CancelToken
+from services.common.errors import Unavailable
+from services.tracking.mesh import MeshOptions
+from services.tracking.worker import (
+    Cadence,
+    ChunkResult,
+    ChunkTask,
+    Reference,
+    Seed,
+    boxes_agree,
+    extent,
+)
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05
+
+
+def _worker_main(conn: Connection, cancel, model_root: Path | None, default: MeshOptions) -> None:  # type: ignore[no-untyped-def]
+    """Body of a worker process: load the graphs once, then run chunks until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from services.tracking.worker import ChunkRunner
+
+        runner = ChunkRunner(default, model_root)
+    except BaseException as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        conn.close()
+        return
+    conn.send(("ready", os.getpid()))
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            kind = message[0]
+            if kind == "stop":
+                break
+            if kind == "forget":
+                runner.forget_buffer(message[1])
+                conn.send(("forgotten",))
+            elif kind == "chunk":
+                task: ChunkTask = message[1]
+                try:
+                    conn.send(("done", runner.run(task, cancel.is_set)))
+                except InterruptedError:
+                    conn.send(("cancelled", task.chunk))
+                except Exception as exc:
+                    conn.send(("error", task.chunk, f"{type(exc).__name__}: {exc}"))
+    finally:
+        runner.close()
+
+
+@dataclass
+class _Worker:
+    number: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """How one video is cut and processed.
+
+    Attributes:
+        workers: worker processes to use (at most the pool's size).
+        chunk_frames: own frames per chunk.
+        overlap_frames: frames of the previous chunk run again before a chunk's own frames.
+        frame_size: ``(height, width)`` of the decoded (processing) frames.
+        out_size: ``(width, height)`` of the original frames (coordinates are reported in it).
+        options: the face graph.
+        cadence: the detection schedule.
+        include_landmarks: return landmarks.
+    """
+
+    workers: int
+    chunk_frames: int
+    overlap_frames: int
+    frame_size: tuple[int, int]
+    out_size: tuple[int, int]
+    options: MeshOptions
+    cadence: Cadence
+    include_landmarks: bool
+
+
+@dataclass
+class JobStats:
+    """Counters of one job, filled in as it runs."""
+
+    chunks: int = 0
+    #: Chunks whose cold run did not continue the previous chunk's faces and were re-run seeded.
+    repaired: int = 0
+
+
+@dataclass
+class _Chunk:
+    task: ChunkTask
+    slot: int
+    cold: ChunkResult | None = None
+    final: ChunkResult | None = None
+    repairing: bool = False
+
+
+@dataclass
+class _JobState:
+    idle: deque[_Worker]
+    free_slots: deque[int]
+    chunks: list[_Chunk] = field(default_factory=list)
+    ready: deque[ChunkTask] = field(default_factory=deque)
+    repairs: deque[ChunkTask] = field(default_factory=deque)
+    running: dict[int, tuple[_Worker, ChunkTask]] = field(default_factory=dict)
+    next_final: int = 0
+    last_final: Seed | None = None
+    stats: JobStats = field(default_factory=JobStats)
+
+
+def _splice(seeded: ChunkResult, cold: ChunkResult) -> ChunkResult:
+    """The seeded run's frames, then (if it stopped on agreement) the cold run's remaining ones."""
+    if not seeded.converged:
+        return replace(
+            seeded,
+            detections=seeded.detections + cold.detections,
+            boundary_boxes=cold.boundary_boxes,
+        )
+    frames = len(seeded.counts)
+    skip = int(cold.counts[:frames].sum())
+    landmarks = None
+    if seeded.landmarks is not None and cold.landmarks is not None:
+        landmarks = np.concatenate([seeded.landmarks, cold.landmarks[skip:]])
+    return ChunkResult(
+        chunk=cold.chunk,
+        first_frame=cold.first_frame,
+        counts=np.concatenate([seeded.counts, cold.counts[frames:]]),
+        features=np.concatenate([seeded.features, cold.features[skip:]]),
+        landmarks=landmarks,
+        detections=seeded.detections + cold.detections,
+        cuts=cold.cuts,
+        boundary_boxes=cold.boundary_boxes,
+        final=cold.final,
+        converged=True,
+    )
+
+
+class _FrameBuffer:
+    """One shared file, preferably in RAM, cut into slots of frames as each job needs.
+
+    It is kept between jobs (allocating and zeroing hundreds of MiB per request costs more than a
+    short video's decoding) and only replaced when a job needs more room.
+    """
+
+    def __init__(self, size: int, directory: Path) -> None:
+        self.size = size
+        self.path = self._create(size, directory)
+        try:
+            with open(self.path, "r+b") as handle:
+                self._map = mmap.mmap(handle.fileno(), size)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _create(size: int, directory: Path) -> Path:
+        candidates = [directory, Path(tempfile.gettempdir())]
+        last_error: OSError | None = None
+        for folder in candidates:
+            try:
+                fd, name = tempfile.mkstemp(prefix="va-tracking-", suffix=".frames", dir=folder)
+            except OSError as exc:
+                last_error = exc
+                continue
+            try:
+                os.posix_fallocate(fd, 0, size)  # reserve it now: a full tmpfs would SIGBUS later
+                return Path(name)
+            except OSError as exc:
+                last_error = exc
+                os.unlink(name)
+                log.warning("no room for a %d MiB frame buffer in %s: %s", size >> 20, folder, exc)
+            finally:
+                os.close(fd)
+        raise Unavailable(f"cannot allocate the {size >> 20} MiB frame buffer: {last_error}")
+
+    def slots(self, count: int, frames: int, height: int, width: int) -> np.ndarray:
+        """A ``count×frames×height×width×3`` view of the start of the buffer."""
+        shape = (count, frames, height, width, 3)
+        if int(np.prod(shape)) > self.size:
+            raise ValueError("the frame buffer is too small for these slots")
+        return np.ndarray(shape, dtype=np.uint8, buffer=self._map)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):
+            self._map.close()
+        self.path.unlink(missing_ok=True)
+
+
+class WorkerPool:
+    """Worker processes that keep their face models loaded between requests.
+
+    Args:
+        size: number of worker processes.
+        default_options: the graph every worker builds (and warms up) at start.
+        model_root: folder holding ``mediapipe/modules/...`` (None: the installed package).
+        buffer_dir: where the shared frame buffer lives (RAM-backed ``/dev/shm`` by default;
+            the system temp folder is the fallback).
+        start_timeout_s: how long a worker may take to load its models.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        default_options: MeshOptions,
+        *,
+        model_root: Path | None = None,
+        buffer_dir: Path = Path("/dev/shm"),
+        start_timeout_s: float = 120.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a pool needs at least one worker, got {size}")
+        self.size = size
+        self.default_options = default_options
+        self._model_root = model_root
+        self._buffer_dir = buffer_dir
+        self._start_timeout_s = start_timeout_s
+        self._context = multiprocessing.get_context("spawn")
+        self._cancel = self._context.Event()
+        self._workers: list[_Worker | None] = [None] * size
+        self._job_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._jobs = 0
+        self._closed = False
+        self._buffer: _FrameBuffer | None = None
+        self.failure: str | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts every worker and waits until each has loaded its models.
+
+        Raises:
+            Unavailable: a worker could not load its models or start (the message says why).
+        """
+        with self._state_lock:
+            self._fill_pool()
+
+    def _fill_pool(self) -> None:
+        if self._closed:
+            raise Unavailable("the tracking worker pool is shut down")
+        missing = [i for i, w in enumerate(self._workers) if w is None or not w.process.is_alive()]
+        if not missing:
+            return
+        for i in missing:
+            self._discard(i)
+        started = []
+        for i in missing:
+            parent_conn, child_conn = self._context.Pipe()
+            process = self._context.Process(
+                target=_worker_main,
+                args=(child_conn, self._cancel, self._model_root, self.default_options),
+                name=f"tracking-worker-{i}",
+                daemon=True,
+            )
+            process.start()
+            child_conn.close()
+            started.append(_Worker(i, process, parent_conn))
+        problems = []
+        deadline = time.monotonic() + self._start_timeout_s
+        for worker in started:
+            message = self._receive(worker, deadline)
+            if message is not None and message[0] == "ready":
+                worker.pid = int(message[1])
+                self._workers[worker.number] = worker
+            else:
+                problems.append(message[1] if message else "no answer")
+                self._stop(worker)
+        if problems:
+            self.failure = f"a tracking worker could not load the face models: {problems[0]}"
+            log.error("%s", self.failure)
+            raise Unavailable(self.failure)
+        self.failure = None
+        log.info("tracking workers ready: pids %s", [w.pid for w in self._workers if w])
+
+    @staticmethod
+    def _receive(worker: _Worker, deadline: float) -> tuple | None:
+        while time.monotonic() < deadline:
+            if worker.conn.poll(_POLL_S):
+                try:
+                    return worker.conn.recv()
+                except (EOFError, OSError):
+                    return None
+            if not worker.process.is_alive() and not worker.conn.poll():
+                return ("failed", f"the worker exited with code {worker.process.exitcode}")
+        return ("failed", "timed out loading the models")
+
+    def _discard(self, index: int) -> None:
+        worker = self._workers[index]
+        if worker is not None:
+            self._stop(worker)
+            self._workers[index] = None
+
+    @staticmethod
+    def _stop(worker: _Worker, timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            worker.conn.send(("stop",))
+        worker.process.join(timeout_s)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(timeout_s)
+        worker.conn.close()
+
+    def close(self) -> None:
+        """Stops every worker (idempotent)."""
+        with self._state_lock:
+            self._closed = True
+            for i in range(self.size):
+                self._discard(i)
+            if self._buffer is not None:
+                self._buffer.close()
+                self._buffer = None
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [w.pid for w in self._workers if w is not None and w.process.is_alive()]
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _acquire(self, token: CancelToken) -> None:
+        while not self._job_lock.acquire(timeout=_POLL_S):
+            token.raise_if_cancelled()
+
+    def run(
+        self,
+        frames: Iterator[np.ndarray],
+        plan: JobPlan,
+        token: CancelToken,
+        stats: JobStats | None = None,
+    ) -> Iterator[ChunkResult]:
+        """Runs a video's frames through the workers; yields each chunk's result in frame order.
+
+        Args:
+            frames: the decoded frames (``height×width×3`` RGB, as in ``plan.frame_size``).
+            plan: how to cut and process them.
+            token: cancels the job (every worker stops within a frame).
+
+        Raises:
+            Unavailable: workers cannot be started or one died.
+            Cancelled: the token was cancelled.
+            RuntimeError: a worker failed on a chunk.
+        """
+        self._acquire(token)
+        try:
+            with self._state_lock:
+                self._fill_pool()
+            workers = [w for w in self._workers if w is not None][
+                : max(1, min(plan.workers, self.size))
+            ]
+            self._jobs += 1
+            yield from self._run_job(
+                self._jobs, workers, iter(frames), plan, token, stats or JobStats()
+            )
+        finally:
+            self._job_lock.release()
+
+    def _run_job(
+        self,
+        job: int,
+        workers: list[_Worker],
+        frames: Iterator[np.ndarray],
+        plan: JobPlan,
+        token: CancelToken,
+        stats: JobStats,
+    ) -> Iterator[ChunkResult]:
+        height, width = plan.frame_size
+        overlap = plan.overlap_frames
+        buffer = self._frame_buffer(
+            workers, (len(workers) + 1) * (plan.chunk_frames + overlap) * height * width * 3
+        )
+        slots = buffer.slots(len(workers) + 1, plan.chunk_frames + overlap, height, width)
+        slot_bytes = int(np.prod(slots.shape[1:]))
+        self._cancel.clear()
+        template = ChunkTask(
+            job=job, chunk=0, first_frame=0, buffer_path=str(buffer.path), offset=0, frames=0,
+            preroll=0, height=height, width=width, out_width=plan.out_size[0],
+            out_height=plan.out_size[1], options=plan.options, cadence=plan.cadence,
+            include_landmarks=plan.include_landmarks,
+        )  # fmt: skip
+        state = _JobState(idle=deque(workers), free_slots=deque(range(len(slots))), stats=stats)
+        tail: deque[np.ndarray] = deque(maxlen=overlap)
+        next_frame = 0
+        exhausted = False
+        try:
+            while True:
+                token.raise_if_cancelled()
+                if state.idle and (state.repairs or state.ready):
+                    task = state.repairs.popleft() if state.repairs else state.ready.popleft()
+                    worker = state.idle.popleft()
+                    worker.conn.send(("chunk", task))
+                    state.running[worker.number] = (worker, task)
+                    continue
+                final = self._settle(state, plan)
+                if final is not None:
+                    yield final
+                    continue
+                if not state.ready and not exhausted and state.free_slots:
+                    slot = state.free_slots.popleft()
+                    view = slots[slot]
+                    preroll = len(tail)
+                    for i, previous in enumerate(tail):
+                        view[i] = previous
+                    count = 0
+                    for frame in frames:
+                        view[preroll + count] = frame
+                        count += 1
+                        if count == plan.chunk_frames:
+                            break
+                    token.raise_if_cancelled()
+                    exhausted = count < plan.chunk_frames
+                    if count == 0:
+                        state.free_slots.append(slot)
+                        continue
+                    tail.extend(
+                        view[max(preroll, preroll + count - overlap) : preroll + count].copy()
+                    )
+                    task = replace(
+                        template, chunk=len(state.chunks), first_frame=next_frame,
+                        offset=slot * slot_bytes, frames=preroll + count, preroll=preroll,
+                    )  # fmt: skip
+                    state.chunks.append(_Chunk(task, slot))
+                    state.stats.chunks += 1
+                    state.ready.append(task)
+                    next_frame += count
+                    continue
+                if (
+                    exhausted
+                    and not state.ready
+                    and not state.running
+                    and state.next_final == len(state.chunks)
+                ):
+                    break
+                self._collect(state)
+        finally:
+            self._finish_job(state.running)
+
+    @staticmethod
+    def _settle(state: _JobState, plan: JobPlan) -> ChunkResult | None:
+        """Makes the next chunk in order final if it can; returns it when it is.
+
+        A chunk's cold result stands when its overlap ended on the faces the chunk before was
+        following at that same frame; otherwise a seeded run (from the previous chunk's final
+        state) is queued, and its result replaces the cold one up to where the two agree.
+        """
+        if state.next_final >= len(state.chunks):
+            return None
+        chunk = state.chunks[state.next_final]
+        if chunk.cold is None or chunk.repairing:
+            return None
+        previous = state.last_final
+        if chunk.final is None:
+            if previous is None:
+                chunk.final = chunk.cold
+            else:
+                width, height = plan.out_size
+                followed = extent(previous.landmarks, width, height)
+                boundary = chunk.cold.boundary_boxes
+                agree = len(followed) == 0 if boundary is None else boxes_agree(followed, boundary)
+                if agree:
+                    chunk.final = chunk.cold
+                else:
+                    cold = chunk.cold
+                    state.repairs.append(
+                        replace(
+                            chunk.task,
+                            seed=previous,
+                            reference=Reference(cold.counts, cold.features[:, :4].copy()),
+                        )
+                    )
+                    chunk.repairing = True
+                    state.stats.repaired += 1
+                    return None
+        final = chunk.final
+        state.last_final = final.final
+        state.next_final += 1
+        state.free_slots.append(chunk.slot)
+        chunk.cold = chunk.final = None  # the parent keeps no results it has handed on
+        return final
+
+    def _collect(self, state: _JobState) -> None:
+        """Waits briefly for running chunks; records results, raises on failures."""
+        by_handle: dict[object, tuple[_Worker, ChunkTask]] = {}
+        for worker, task in state.running.values():
+            by_handle[worker.conn] = by_handle[worker.process.sentinel] = (worker, task)
+        handled: set[int] = set()
+        for handle in wait(list(by_handle), timeout=_POLL_S):
+            worker, task = by_handle[handle]
+            if worker.number in handled:
+                continue
+            handled.add(worker.number)
+            try:
+                if not worker.conn.poll():
+                    raise EOFError
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                worker.process.join(1.0)
+                raise Unavailable(
+                    f"a tracking worker died (pid {worker.pid}, "
+                    f"exit code {worker.process.exitcode});"
+                    " it is restarted for the next request"
+                ) from None
+            del state.running[worker.number]
+            state.idle.append(worker)
+            if message[0] == "error":
+                raise RuntimeError(
+                    f"tracking worker {worker.pid} failed on chunk {task.chunk}: {message[2]}"
+                )
+            if message[0] != "done":
+                raise RuntimeError(
+                    f"unexpected answer from tracking worker {worker.pid}: {message[0]}"
+                )
+            result: ChunkResult = message[1]
+            chunk = state.chunks[task.chunk]
+            if task.seed is None:
+                chunk.cold = result
+            else:
+                chunk.final = _splice(result, chunk.cold) if chunk.cold is not None else result
+                chunk.repairing = False
+
+    def _frame_buffer(self, workers: list[_Worker], size: int) -> _FrameBuffer:
+        """The shared buffer, replaced by a larger one when ``size`` bytes do not fit."""
+        if self._buffer is not None and self._buffer.size >= size:
+            return self._buffer
+        if self._buffer is not None:
+            old, self._buffer = self._buffer, None
+            self._broadcast(workers, ("forget", str(old.path)))
+            old.close()
+        self._buffer = _FrameBuffer(size, self._buffer_dir)
+        return self._buffer
+
+    @staticmethod
+    def _broadcast(workers: list[_Worker], message: tuple) -> None:
+        """Sends ``message`` to every live worker and waits for each answer."""
+        for worker in workers:
+            if not worker.process.is_alive():
+                continue
+            try:
+                worker.conn.send(message)
+                if worker.conn.poll(5.0):
+                    worker.conn.recv()
+            except (EOFError, OSError):
+                continue
+
+    def _finish_job(self, running: dict[int, tuple[_Worker, ChunkTask]]) -> None:
+        """Stops the job's running chunks (the cancel flag reaches them within a frame)."""
+        if not running:
+            return
+        self._cancel.set()
+        deadline = time.monotonic() + 10.0
+        for worker, _task in running.values():
+            answered = False
+            while time.monotonic() < deadline and worker.process.is_alive():
+                if worker.conn.poll(_POLL_S):
+                    with contextlib.suppress(EOFError, OSError):
+                        worker.conn.recv()
+                    answered = True
+                    break
+            if not answered:
+                log.warning("tracking worker %d did not stop; killing it", worker.pid)
+                worker.process.kill()
+        self._cancel.clear()

@@ -1,0 +1,181 @@
+"""gRPC adapter of the tracking service: protos in, domain calls, protos out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+
+from protos.videoanalysis.v1 import tracking_pb2, tracking_pb2_grpc
+from services.common import metrics
+from services.common.blocking import CancelToken, iterate_in_thread
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.media import MediaRoot
+from services.common.rpc import cancel_token, mapped_errors, progress
+from services.tracking.config import TrackingSettings
+from services.tracking.mesh import MeshOptions
+from services.tracking.pipeline import (
+    Event,
+    FrameFaces,
+    Progress,
+    Summary,
+    TrackingOptions,
+    track_video,
+)
+from services.tracking.pool import WorkerPool
+from services.tracking.worker import Cadence
+
+MAX_FACES_LIMIT = 50
+MAX_BATCH_FRAMES = 1000
+
+
+class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
+    def __init__(self, settings: TrackingSettings) -> None:
+        self._settings = settings
+        self._media = MediaRoot(settings.media_root)
+        self._default_mesh = MeshOptions(
+            max_faces=settings.max_faces,
+            min_detection_confidence=settings.min_detection_confidence,
+            min_presence_confidence=settings.min_presence_confidence,
+            refine_landmarks=settings.refine_landmarks,
+        )
+        self._cadence = Cadence(
+            detect_every=settings.detect_every,
+            recovery_frames=settings.recovery_frames,
+            cut_threshold=settings.cut_threshold,
+        )
+        self.pool = WorkerPool(
+            settings.pool_size,
+            self._default_mesh,
+            model_root=settings.model_root,
+            buffer_dir=settings.buffer_dir,
+            start_timeout_s=settings.worker_start_timeout_s,
+        )
+        self._ready = False
+
+    def load(self) -> None:
+        """Starts the worker processes; returns once every one has loaded the face models."""
+        self.pool.start()
+        self._ready = True
+
+    def close(self) -> None:
+        self._ready = False
+        self.pool.close()
+
+    def _options(self, request: tracking_pb2.TrackRequest) -> TrackingOptions:
+        settings = self._settings
+        max_faces = request.max_faces or settings.max_faces
+        if not 1 <= max_faces <= MAX_FACES_LIMIT:
+            raise InvalidArgument(
+                f"max_faces must be between 1 and {MAX_FACES_LIMIT}, got {request.max_faces}"
+            )
+        confidence = request.min_detection_confidence or settings.min_detection_confidence
+        if not 0.0 < confidence < 1.0:
+            raise InvalidArgument(
+                "min_detection_confidence must be between 0 and 1 (exclusive), "
+                f"got {request.min_detection_confidence}"
+            )
+        if request.workers < 0:
+            raise InvalidArgument(f"workers must not be negative, got {request.workers}")
+        batch_frames = request.batch_frames or settings.batch_frames
+        if not 1 <= batch_frames <= MAX_BATCH_FRAMES:
+            raise InvalidArgument(
+                f"batch_frames must be between 1 and {MAX_BATCH_FRAMES}, got {request.batch_frames}"
+            )
+        mesh = MeshOptions(
+            max_faces=max_faces,
+            min_detection_confidence=round(float(confidence), 4),
+            min_presence_confidence=settings.min_presence_confidence,
+            refine_landmarks=settings.refine_landmarks,
+        )
+        return TrackingOptions(
+            mesh=mesh,
+            cadence=self._cadence,
+            include_landmarks=request.include_landmarks,
+            workers=min(request.workers or self.pool.size, self.pool.size),
+            batch_frames=batch_frames,
+            max_side=settings.max_side,
+            chunk_frames=settings.chunk_frames,
+            overlap_frames=settings.overlap_frames,
+            buffer_mb=settings.buffer_mb,
+            max_missed=settings.max_missed,
+            split_at_cuts=settings.split_at_cuts,
+        )
+
+    async def Track(
+        self, request: tracking_pb2.TrackRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tracking_pb2.TrackResponse]:
+        async with mapped_errors(context):
+            path = self._media.resolve(request.media.path)
+            options = self._options(request)
+            if not self._ready:
+                raise Unavailable(
+                    self.pool.failure or "the face models are still loading; retry shortly"
+                )
+
+            def produce(token: CancelToken) -> Iterator[tracking_pb2.TrackResponse]:
+                return (_response(event) for event in track_video(path, options, self.pool, token))
+
+            frames_done = metrics.FRAMES_PROCESSED.labels("tracking")
+            async for response in iterate_in_thread(produce, cancel_token(context), max_pending=4):
+                if response.HasField("frames"):
+                    frames_done.inc(len(response.frames.frames))
+                yield response
+
+
+def _response(event: Event) -> tracking_pb2.TrackResponse:
+    """Domain event → proto (runs in the worker thread: landmark-heavy batches are not cheap)."""
+    if isinstance(event, Progress):
+        return tracking_pb2.TrackResponse(
+            progress=progress(event.done, event.total, "frames", event.stage)
+        )
+    if isinstance(event, Summary):
+        return tracking_pb2.TrackResponse(
+            summary=tracking_pb2.TrackSummary(
+                frame_count=event.frame_count,
+                fps=event.fps,
+                width=event.width,
+                height=event.height,
+                tracks=[
+                    tracking_pb2.TrackInfo(
+                        track_id=t.track_id,
+                        first_frame=t.first_frame,
+                        last_frame=t.last_frame,
+                        frames_seen=t.frames_seen,
+                    )
+                    for t in event.tracks
+                ],
+                faces_total=event.faces_total,
+                workers=event.workers,
+            )
+        )
+    return tracking_pb2.TrackResponse(
+        frames=tracking_pb2.FrameBatch(frames=[_frame(f) for f in event])
+    )
+
+
+def _frame(frame: FrameFaces) -> tracking_pb2.FrameFaces:
+    faces = []
+    for face in frame.faces:
+        x_min, y_min, x_max, y_max = face.bbox
+        landmarks = (
+            [tracking_pb2.Landmark(x=x, y=y, z=z) for x, y, z in face.landmarks.tolist()]
+            if face.landmarks is not None
+            else []
+        )
+        faces.append(
+            tracking_pb2.TrackedFace(
+                track_id=face.track_id,
+                bbox=tracking_pb2.BoundingBox(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max),
+                centroid_x=face.centroid[0],
+                centroid_y=face.centroid[1],
+                confidence=face.confidence,
+                mouth_openness=face.mouth_openness,
+                jaw_open=face.jaw_open,
+                pose=tracking_pb2.HeadPose(
+                    yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll
+                ),
+                landmarks=landmarks,
+            )
+        )
+    return tracking_pb2.FrameFaces(frame_index=frame.frame_index, time_s=frame.time_s, faces=faces)

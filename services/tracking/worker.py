@@ -1,0 +1,364 @@
+"""What one worker process does: hold the face graphs and turn a chunk of frames into faces.
+
+A chunk is a run of consecutive frames in a shared buffer. Its first ``preroll`` frames are the
+last frames of the previous chunk (the overlap). Two kinds of runs exist:
+
+* a **cold** run processes the overlap and then the chunk's own frames with a fresh graph; the
+  overlap lets the graph pick up the faces on screen (by detection), and its last frame's faces
+  are reported so the parent can compare them with what the previous chunk was following there;
+* a **seeded** run (a repair) starts at the chunk's first own frame with the faces the previous
+  chunk was following (landmarks, recent face counts), so it reproduces an uninterrupted run
+  exactly; it stops as soon as it agrees with the cold run for a few frames (from there on both
+  runs follow the same faces, so the cold results stand).
+
+This module has no multiprocessing in it; :mod:`services.tracking.pool` runs it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from services.tracking.geometry import N_FEATURES, iou_matrix, measure, suppress_duplicates
+from services.tracking.mesh import FaceMesh, MeshOptions
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a frame runs face detection (every other frame only follows faces by landmarks).
+
+    Attributes:
+        detect_every: detection on every frame whose index is a multiple of this while faces are
+            followed (1 = on every frame, like MediaPipe's own face-mesh solution when it has
+            room for more faces).
+        recovery_frames: after a face is lost, detect on every frame for this long, so a face
+            that the landmark pass dropped for a frame is picked up again at once.
+        cut_threshold: mean absolute difference (0-255) between 32×18 grey thumbnails of
+            consecutive frames above which the frame counts as a new shot and runs detection.
+    """
+
+    detect_every: int = 3
+    recovery_frames: int = 10
+    cut_threshold: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.recovery_frames < 0:
+            raise ValueError(f"recovery_frames must be >= 0, got {self.recovery_frames}")
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a run was following after its last frame, enough to continue it elsewhere.
+
+    Attributes:
+        landmarks: ``S×N×3`` normalised landmarks of every face the graph followed.
+        history: face counts of the last frames (oldest first), for the detection schedule.
+    """
+
+    landmarks: np.ndarray
+    history: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The cold run's faces per own frame, that a seeded run stops at when it agrees with them."""
+
+    counts: np.ndarray
+    boxes: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One run over one chunk of one job, as sent to a worker.
+
+    Attributes:
+        job: the job's number (a worker drops its buffer mappings when it changes).
+        chunk: the chunk's number within the job.
+        first_frame: the video frame index of the chunk's first own frame (after the preroll).
+        buffer_path: the shared frame buffer file.
+        offset: byte offset of this chunk's slot in the buffer.
+        frames: frames in the slot (preroll + own).
+        preroll: leading frames that belong to the previous chunk.
+        height, width: processing frame size (the frames in the buffer).
+        out_width, out_height: original frame size, the unit of every coordinate returned.
+        options: the graph to use.
+        cadence: the detection schedule.
+        include_landmarks: return the landmarks too.
+        seed: for a seeded run: the previous chunk's final state (the run starts after the
+            preroll). None for a cold run.
+        reference: for a seeded run: the cold run's faces, to stop at.
+        converge_frames: consecutive agreeing frames that end a seeded run.
+    """
+
+    job: int
+    chunk: int
+    first_frame: int
+    buffer_path: str
+    offset: int
+    frames: int
+    preroll: int
+    height: int
+    width: int
+    out_width: int
+    out_height: int
+    options: MeshOptions
+    cadence: Cadence
+    include_landmarks: bool
+    seed: Seed | None = None
+    reference: Reference | None = None
+    converge_frames: int = 3
+
+
+@dataclass
+class ChunkResult:
+    """Faces of a chunk's own frames (all of them, or for a seeded run up to where it stopped).
+
+    Attributes:
+        chunk: the chunk's number.
+        first_frame: the video frame index of ``counts[0]``.
+        counts: faces per own frame.
+        features: one row per face, frames in order (columns in ``geometry.FEATURES``).
+        landmarks: ``F×N×3`` pixels, or None when not asked for.
+        detections: frames that ran face detection.
+        cuts: per own frame, True where it starts a new shot (a hard cut from the frame before).
+        boundary_boxes: cold run: the faces the graph followed on the last preroll frame
+            (boxes in original pixels, before duplicate suppression); None without preroll.
+        final: the state after the last frame run.
+        converged: seeded run: True when it stopped because it agreed with the cold run (the
+            cold run's remaining frames and final state stand).
+    """
+
+    chunk: int
+    first_frame: int
+    counts: np.ndarray
+    features: np.ndarray
+    landmarks: np.ndarray | None
+    detections: int
+    cuts: np.ndarray
+    boundary_boxes: np.ndarray | None
+    final: Seed
+    converged: bool = False
+
+
+class _Thumbnails:
+    """Detects hard cuts cheaply from tiny grey thumbnails."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self._previous: np.ndarray | None = None
+
+    def is_cut(self, frame: np.ndarray, threshold: float) -> bool:
+        cv2 = self._cv2
+        small = cv2.resize(frame[:, :, 1], (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
+        previous, self._previous = self._previous, small
+        return previous is not None and float(np.abs(small - previous).mean()) > threshold
+
+
+def boxes_agree(a: np.ndarray, b: np.ndarray, min_iou: float = 0.9) -> bool:
+    """Same number of faces, paired one to one with at least ``min_iou`` overlap."""
+    if len(a) != len(b):
+        return False
+    if len(a) == 0:
+        return True
+    overlap = iou_matrix(a, b)
+    rows, cols = linear_sum_assignment(-overlap)
+    return bool(np.all(overlap[rows, cols] >= min_iou))
+
+
+def extent(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes (x0 y0 x1 y1, pixels) of ``F×N×3`` normalised landmarks, unclipped."""
+    if len(landmarks) == 0:
+        return np.zeros((0, 4), np.float32)
+    lo = landmarks[:, :, :2].min(axis=1) * (width, height)
+    hi = landmarks[:, :, :2].max(axis=1) * (width, height)
+    return np.concatenate([lo, hi], axis=1).astype(np.float32)
+
+
+def run_frames(
+    mesh: FaceMesh,
+    frames: np.ndarray,
+    *,
+    first_frame: int,
+    preroll: int,
+    out_width: int,
+    out_height: int,
+    cadence: Cadence,
+    include_landmarks: bool,
+    seed: Seed | None = None,
+    reference: Reference | None = None,
+    converge_frames: int = 3,
+    cancelled: Any = None,
+    chunk: int = 0,
+) -> ChunkResult:
+    """Runs a slot of frames (``T×H×W×3`` RGB) through a freshly reset graph.
+
+    Args:
+        mesh: the graph.
+        frames: the slot: ``preroll`` frames of the previous chunk, then the chunk's own.
+        first_frame: video index of the first own frame (cadence is on absolute indices).
+        preroll, out_width, out_height, cadence, include_landmarks: see :class:`ChunkTask`.
+        seed: start after the preroll, continuing these faces (a seeded run).
+        reference: with ``seed``: stop once ``converge_frames`` consecutive frames agree with it.
+        cancelled: polled before every frame; when it returns true the run stops with
+            :class:`InterruptedError`.
+        chunk: the chunk's number, copied into the result.
+    """
+    mesh.reset()
+    thumbnails = _Thumbnails()
+    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames))
+    start = 0
+    if seed is not None:
+        start = preroll
+        history.extend(seed.history)
+        if start > 0:
+            thumbnails.is_cut(frames[start - 1], cadence.cut_threshold)
+    detections = 0
+    counts: list[int] = []
+    cuts: list[bool] = []
+    features: list[np.ndarray] = []
+    points: list[np.ndarray] = []
+    boundary: np.ndarray | None = None
+    landmarks = np.zeros((0, mesh.options.landmark_count, 3), np.float32)
+    agreeing = 0
+    converged = False
+    for index in range(start, len(frames)):
+        if cancelled is not None and cancelled():
+            raise InterruptedError("chunk cancelled")
+        frame = frames[index]
+        frame_index = first_frame - preroll + index
+        cut = thumbnails.is_cut(frame, cadence.cut_threshold)
+        previous = history[-1] if history else 0
+        detect = (
+            (index == start and seed is None)
+            or previous == 0
+            or cut
+            or frame_index % cadence.detect_every == 0
+            or (cadence.recovery_frames > 0 and previous < max(history))
+        )
+        detections += detect
+        landmarks, scores = mesh.process(
+            frame,
+            detect=bool(detect),
+            seeds=seed.landmarks if seed is not None and index == start else None,
+        )
+        history.append(len(landmarks))
+        if index < preroll:
+            if index == preroll - 1:
+                boundary = extent(landmarks, out_width, out_height)
+            continue
+        rows, pixels = measure(landmarks, scores, out_width, out_height)
+        keep = suppress_duplicates(rows)
+        counts.append(len(keep))
+        cuts.append(cut)
+        features.append(rows[keep])
+        if include_landmarks:
+            points.append(pixels[keep])
+        if reference is not None:
+            own = index - preroll
+            row = int(reference.counts[:own].sum())
+            expected = reference.boxes[row : row + int(reference.counts[own])]
+            agreeing = agreeing + 1 if boxes_agree(rows[keep][:, :4], expected) else 0
+            if agreeing >= converge_frames:
+                converged = True
+                break
+    feature_matrix = np.concatenate(features) if features else np.zeros((0, N_FEATURES), np.float32)
+    landmark_array = None
+    if include_landmarks:
+        n_points = mesh.options.landmark_count
+        landmark_array = (
+            np.concatenate(points) if points else np.zeros((0, n_points, 3), np.float32)
+        )
+    return ChunkResult(
+        chunk=chunk,
+        first_frame=first_frame,
+        counts=np.asarray(counts, dtype=np.int32),
+        features=feature_matrix,
+        landmarks=landmark_array,
+        detections=detections,
+        cuts=np.asarray(cuts, dtype=bool),
+        boundary_boxes=boundary,
+        final=Seed(landmarks.copy(), tuple(history)),
+        converged=converged,
+    )
+
+
+class ChunkRunner:
+    """A worker's state: the face graphs (one per :class:`MeshOptions`) and buffer mappings."""
+
+    def __init__(self, default: MeshOptions, model_root: Path | None, max_graphs: int = 4) -> None:
+        self._model_root = model_root
+        self._max_graphs = max_graphs
+        self._graphs: dict[MeshOptions, FaceMesh] = {default: FaceMesh(default, model_root)}
+        self._default = default
+        self._maps: dict[str, mmap.mmap] = {}
+        # One blank frame through the graph: the models are really loaded and runnable.
+        self._graphs[default].process(np.zeros((64, 64, 3), np.uint8), detect=True)
+
+    def _graph(self, options: MeshOptions) -> FaceMesh:
+        graph = self._graphs.get(options)
+        if graph is None:
+            if len(self._graphs) >= self._max_graphs:
+                for key in [k for k in self._graphs if k != self._default][:1]:
+                    self._graphs.pop(key).close()
+            graph = self._graphs[options] = FaceMesh(options, self._model_root)
+        return graph
+
+    def _buffer(self, path: str) -> mmap.mmap:
+        mapping = self._maps.get(path)
+        if mapping is None:
+            with open(path, "r+b") as handle:
+                mapping = mmap.mmap(handle.fileno(), 0)
+            self._maps[path] = mapping
+        return mapping
+
+    def forget_buffer(self, path: str) -> None:
+        mapping = self._maps.pop(path, None)
+        if mapping is not None:
+            mapping.close()
+
+    def forget_buffers(self) -> None:
+        for path in list(self._maps):
+            self.forget_buffer(path)
+
+    def run(self, task: ChunkTask, cancelled: Any = None) -> ChunkResult:
+        buffer = self._buffer(task.buffer_path)
+        frames = np.ndarray(
+            (task.frames, task.height, task.width, 3),
+            dtype=np.uint8,
+            buffer=buffer,
+            offset=task.offset,
+        )
+        try:
+            return run_frames(
+                self._graph(task.options),
+                frames,
+                first_frame=task.first_frame,
+                preroll=task.preroll,
+                out_width=task.out_width,
+                out_height=task.out_height,
+                cadence=task.cadence,
+                include_landmarks=task.include_landmarks,
+                seed=task.seed,
+                reference=task.reference,
+                converge_frames=task.converge_frames,
+                cancelled=cancelled,
+                chunk=task.chunk,
+            )
+        finally:
+            del frames  # no view may outlive the mapping
+
+    def close(self) -> None:
+        self.forget_buffers()
+        for graph in self._graphs.values():
+            graph.close()
+        self._graphs.clear()
