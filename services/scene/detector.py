@@ -46,6 +46,7 @@ _END = object()
 #: One forward pass at a time in the process: concurrent videos interleave batch by batch instead
 #: of fighting over the same cores (or GPU memory).
 _FORWARD_LOCK = threading.Lock()
+_WARMED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,13 @@ def iter_windows(
     if rows > len(buffer):
         buffer = np.concatenate([buffer, np.empty((rows - len(buffer), *_FRAME_SHAPE), np.uint8)])
     buffer[filled:rows] = last
-    # ``remaining`` is at most ``batch`` here because a full batch is emitted as soon as it fits.
-    assert (rows - WINDOW) // STRIDE + 1 == remaining, (rows, remaining)
-    yield first_window, windows_of(rows), count
+    # The flush holds up to ``batch + 1`` windows: emit them in groups of at most ``batch``.
+    windows = windows_of(rows)
+    assert len(windows) == remaining, (rows, remaining)
+    for offset in range(0, remaining, batch):
+        group = windows[offset : offset + batch]
+        last_group = offset + batch >= remaining
+        yield first_window + offset, group, count if last_group else None
 
 
 class FrameReader:
@@ -253,7 +258,8 @@ class SceneDetector:
         return self._model is not None
 
     def load(self) -> None:
-        """Builds the model from the shipped weights and runs one warm-up pass."""
+        """Builds the model from the shipped weights (once per process and device) and runs one
+        warm-up pass the first time."""
         import torch
 
         if self._torch_threads:
@@ -270,8 +276,9 @@ class SceneDetector:
         model = shared_model(device)
         self.device = device
         self._model = model
-        warm = np.zeros((1, WINDOW, *_FRAME_SHAPE), dtype=np.uint8)
-        self._forward(warm)
+        if device not in _WARMED:
+            self._forward(np.zeros((1, WINDOW, *_FRAME_SHAPE), dtype=np.uint8))
+            _WARMED.add(device)
         if device == "cuda":
             amp = " (amp float16)" if self._amp else ""
             self._device_label = (
