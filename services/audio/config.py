@@ -18,9 +18,9 @@ class AudioSettings(ServiceSettings):
     metrics_port: int = 9103
     #: Engine used when a request leaves it unspecified: "embedded" or "pyannote".
     default_engine: str = "embedded"
-    #: torch intra-op threads for the whole process (0 leaves torch's default). One thread is
-    #: the fastest on a small, shared CPU: the models are small and thread hand-offs dominate.
-    torch_threads: int = 1
+    #: torch and BLAS threads for the whole process (0 leaves the libraries' defaults). One is
+    #: the fastest on a small, shared CPU: the models and matrices are small, hand-offs dominate.
+    threads: int = 1
     #: pyannote pipeline: a local folder with ``config.yaml`` (checkpoint paths in it may be
     #: relative to that folder) or a ``config.yaml`` file; unset disables the pyannote engine.
     pyannote_model_dir: Path | None = None

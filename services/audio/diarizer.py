@@ -153,7 +153,8 @@ def diarize_media(
     token.raise_if_cancelled()
     turns, device = engine.diarize(waveform, count, token, progress)
     duration = waveform.size / SAMPLE_RATE
-    return DiarizationResult(True, duration, engine.name, device, tuple(clip_turns(turns, duration)))
+    turns = clip_turns(turns, duration)
+    return DiarizationResult(True, duration, engine.name, device, tuple(turns))
 
 
 def clip_turns(turns: Sequence[Turn], duration_s: float) -> list[Turn]:

@@ -54,7 +54,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
         self._engines: dict[str, Engine] = {}
-        self._embedded = EmbeddedEngine(torch_threads=settings.torch_threads)
+        self._embedded = EmbeddedEngine(threads=settings.threads)
         self._pyannote: PyannoteEngine | None = None
         if settings.pyannote_model_dir is not None or settings.pyannote_model_id:
             self._pyannote = PyannoteEngine(

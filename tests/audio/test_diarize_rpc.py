@@ -137,24 +137,21 @@ async def test_bad_requests_get_precise_codes(
     assert info.value.code() == code
 
 
-async def test_cancelling_stops_the_work_promptly(
-    run_diarize, audio_stub, audio_media: Path
-) -> None:
-    """A cancelled 20-minute job must release the engine at once: a short job sent right after
-    the cancel (it waits for the same engine) finishes long before the big one could have."""
+async def test_cancelling_stops_the_work_promptly(run_diarize, audio_stub) -> None:
+    """Cancelling a 20-minute job (about 20 s of work here) as soon as its first progress
+    arrives must free the engine at once: a tiny job sent right after, which has to wait for
+    the same engine, comes back in a fraction of the time the big job still needed."""
     call = audio_stub.Diarize(audio_pb2.DiarizeRequest(media=common_pb2.MediaRef(path="long.flac")))
     async for reply in call:
-        if reply.HasField("progress") and reply.progress.stage == "embeddings":
+        if reply.HasField("progress") and reply.progress.stage == "speech":
             break
     cancelled_at = time.perf_counter()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call.read()
-    _, result = await run_diarize(audio_stub, "conv_dev_2.wav")
-    assert result.num_speakers == 2
-    # The big job needs tens of seconds of embedding work after the first batch; the short one
-    # needs about a second once the engine is free.
-    assert time.perf_counter() - cancelled_at < 15
+    _, result = await run_diarize(audio_stub, "silence.m4a")
+    assert result.has_audio and not result.segments
+    assert time.perf_counter() - cancelled_at < 8
 
 
 async def test_pyannote_engine_runs_a_locally_saved_pipeline(run_diarize, audio_stub) -> None:

@@ -1,0 +1,253 @@
+"""Diarization quality and speed of the audio service against an RTTM reference.
+
+``python -m benchmarks.audio --audio conv.wav --rttm conv.rttm [--engine embedded]``
+
+Starts the real service (``python -m services.audio``) on a loopback port, waits for readiness,
+sends one ``Diarize`` over gRPC and scores the answer with pyannote.metrics
+(DiarizationErrorRate, collar 0.25 s, overlapped speech scored). In the same invocation it runs
+the naive baseline the embedded engine replaced (Silero VAD segments, fixed 1.5 s windows,
+Resemblyzer embeddings, average-linkage clustering with a distance threshold) and scores it the
+same way. Prints one JSON line; RTF is wall time of the call (decode included) over the audio
+duration, so compare it only with figures from the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.videoanalysis.v1 import audio_pb2, audio_pb2_grpc, common_pb2
+
+SERVICE = "videoanalysis.v1.AudioService"
+ENGINES = {
+    "embedded": audio_pb2.DiarizeRequest.ENGINE_EMBEDDED,
+    "pyannote": audio_pb2.DiarizeRequest.ENGINE_PYANNOTE,
+}
+
+
+def score(
+    segments: list[tuple[float, float, str]], rttm: Path, duration: float
+) -> dict[str, float]:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference, hypothesis = Annotation(), Annotation()
+    for line in rttm.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, length = float(fields[3]), float(fields[4])
+            reference[Segment(start, start + length)] = fields[7]
+    for start, end, speaker in segments:
+        hypothesis[Segment(start, end)] = speaker
+    metric = DiarizationErrorRate(collar=0.25, skip_overlap=False)
+    detail = metric(reference, hypothesis, uem=Segment(0, duration), detailed=True)
+    total = detail["total"] or 1.0
+    return {
+        "der": round(detail["diarization error rate"], 4),
+        "missed": round(detail["missed detection"] / total, 4),
+        "false_alarm": round(detail["false alarm"] / total, 4),
+        "confusion": round(detail["confusion"] / total, 4),
+        "speakers": len(hypothesis.labels()),
+        "reference_speakers": len(reference.labels()),
+    }
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_ready(address: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the audio service exited with code {process.returncode}")
+            try:
+                reply = await health.Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE), timeout=2
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError("the audio service did not become ready")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def run_service(audio: Path, engine: str, extra_env: dict[str, str]) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="bench-audio-") as media:
+        shutil.copy2(audio, Path(media) / audio.name)
+        port = _free_port()
+        env = {**os.environ, **extra_env}
+        cmd = [sys.executable, "-m", "services.audio", "--port", str(port), "--metrics-port", "-1",
+               "--media-root", media, "--host", "127.0.0.1", "--log-level", "WARNING"]  # fmt: skip
+        started = time.perf_counter()
+        process = await asyncio.to_thread(
+            subprocess.Popen, cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            address = f"127.0.0.1:{port}"
+            await _wait_ready(address, process, 300)
+            ready_s = time.perf_counter() - started
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = audio_pb2_grpc.AudioServiceStub(channel)
+                request = audio_pb2.DiarizeRequest(
+                    media=common_pb2.MediaRef(path=audio.name), engine=ENGINES[engine]
+                )
+                begin = time.perf_counter()
+                result = None
+                async for reply in stub.Diarize(request):
+                    if reply.HasField("result"):
+                        result = reply.result
+                wall = time.perf_counter() - begin
+        finally:
+            await asyncio.to_thread(_stop, process)
+    assert result is not None
+    segments = [(s.start_s, s.end_s, s.speaker) for s in result.segments]
+    return {
+        "segments": segments,
+        "duration_s": result.duration_s,
+        "wall_s": wall,
+        "ready_s": ready_s,
+    }
+
+
+# --------------------------------------------------------------------------- the naive baseline
+
+
+class NaiveBaseline:
+    """Silero VAD segments -> fixed 1.5 s windows -> Resemblyzer -> average-linkage clustering."""
+
+    def __init__(
+        self, window_s: float = 1.5, distance_threshold: float = 0.3, threads: int = 1
+    ) -> None:
+        import torch
+        from resemblyzer import VoiceEncoder
+        from silero_vad import load_silero_vad
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.window_s = window_s
+        self.distance_threshold = distance_threshold
+        self.vad = load_silero_vad()
+        self.encoder = VoiceEncoder("cpu", verbose=False)
+        self.run(np.zeros(16000 * 3, dtype=np.float32) + 0.01)  # warm-up
+
+    def run(self, waveform: np.ndarray) -> list[tuple[float, float, str]]:
+        import torch
+        from silero_vad import get_speech_timestamps
+        from sklearn.cluster import AgglomerativeClustering
+
+        speech = get_speech_timestamps(torch.from_numpy(waveform), self.vad, sampling_rate=16000)
+        step = int(self.window_s * 16000)
+        windows: list[tuple[int, int]] = []
+        for region in speech:
+            for start in range(region["start"], region["end"], step):
+                end = min(start + step, region["end"])
+                if end - start >= 8000 or not windows:
+                    windows.append((start, end))
+                else:
+                    windows[-1] = (windows[-1][0], end)
+        if not windows:
+            return []
+        embeddings = np.stack([self.encoder.embed_utterance(waveform[a:b]) for a, b in windows])
+        if len(windows) == 1:
+            labels = np.zeros(1, dtype=int)
+        else:
+            labels = AgglomerativeClustering(
+                n_clusters=None,
+                metric="cosine",
+                linkage="average",
+                distance_threshold=self.distance_threshold,
+            ).fit_predict(embeddings)
+        return [
+            (a / 16000, b / 16000, f"S{label}")
+            for (a, b), label in zip(windows, labels, strict=True)
+        ]
+
+
+def run_baseline(audio: Path, threads: int) -> dict[str, object]:
+    from services.common.ffmpeg import read_audio
+
+    baseline = NaiveBaseline(threads=threads)
+    begin = time.perf_counter()
+    waveform = read_audio(audio)
+    segments = baseline.run(waveform)
+    wall = time.perf_counter() - begin
+    return {"segments": segments, "duration_s": len(waveform) / 16000, "wall_s": wall}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--audio", type=Path, required=True)
+    parser.add_argument("--rttm", type=Path, required=True)
+    parser.add_argument("--engine", choices=sorted(ENGINES), default="embedded")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch and BLAS threads (service and baseline)"
+    )
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args(argv)
+
+    service = asyncio.run(
+        run_service(args.audio.resolve(), args.engine, {"AUDIO_THREADS": str(args.threads)})
+    )
+    duration = float(service["duration_s"])  # type: ignore[arg-type]
+    report: dict[str, object] = {
+        "audio": args.audio.name,
+        "duration_s": round(duration, 2),
+        "engine": args.engine,
+        "threads": args.threads,
+        "service": {
+            **score(service["segments"], args.rttm, duration),  # type: ignore[arg-type]
+            "rtf": round(float(service["wall_s"]) / duration, 4),  # type: ignore[arg-type]
+            "wall_s": round(float(service["wall_s"]), 2),  # type: ignore[arg-type]
+            "startup_s": round(float(service["ready_s"]), 2),  # type: ignore[arg-type]
+        },
+    }
+    if not args.no_baseline:
+        baseline = run_baseline(args.audio.resolve(), args.threads)
+        report["baseline"] = {
+            **score(baseline["segments"], args.rttm, duration),  # type: ignore[arg-type]
+            "rtf": round(float(baseline["wall_s"]) / duration, 4),  # type: ignore[arg-type]
+            "wall_s": round(float(baseline["wall_s"]), 2),  # type: ignore[arg-type]
+        }
+    report["load_average_1m"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
