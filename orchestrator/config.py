@@ -60,6 +60,11 @@ class OrchestratorSettings(ServiceSettings):
     work_dir: str = ".work"
     #: Keep the intermediate files (normalised video, raw results) after a video is finalised.
     keep_work: bool = False
+    #: Scene detection and diarization read the source video instead of waiting for the
+    #: normalised one (scene decodes at 25 fps itself, diarization works in seconds): the
+    #: normalisation then overlaps them instead of delaying them. Tracking always reads the
+    #: normalised file (its frame indices must be 25 fps frames).
+    analyse_source: bool = True
     #: Shortest interval between two progress events of one step.
     progress_interval_s: float = 0.25
 

@@ -25,7 +25,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -146,6 +146,12 @@ class VideoContext:
     job_id: str
     video: st.VideoRow
     options: orchestrator_pb2.JobOptions
+    #: Archive folder whose results this video reuses (a cache hit), relative to the media root.
+    cache_entry: str = ""
+    #: Duration of the source (from the probe), for deadlines.
+    duration_s: float = 0.0
+    #: Set once the normalised file exists (scene and audio may wait for it).
+    normalized: asyncio.Event = field(default_factory=asyncio.Event)
 
     def step(self, name: str) -> st.StepRow:
         return self.video.steps[name]
@@ -542,16 +548,15 @@ class Orchestrator:
             shutil.rmtree(self.media.root / video.work_dir, ignore_errors=True)
 
     async def _pipeline(self, context: VideoContext) -> None:
-        normalized = await self._step(context, "normalize", self._normalize)
-        if normalized.get("cache_entry"):
-            for name in ("scene", "audio", "tracking"):
+        if await self._prelude(context):
+            for name in ("normalize", "scene", "audio", "tracking"):
                 await self._skip(context, name, "results reused from the archive")
         else:
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._step(context, "scene", self._scene))
-                    group.create_task(self._step(context, "audio", self._audio))
-                    group.create_task(self._step(context, "tracking", self._tracking))
+                    group.create_task(self._normalize_then_track(context))
+                    group.create_task(self._analyse_after_normalize(context, "scene"))
+                    group.create_task(self._analyse_after_normalize(context, "audio"))
             except BaseExceptionGroup as group:
                 failures = [e for e in group.exceptions if isinstance(e, StepFailed)]
                 if failures:
@@ -560,6 +565,68 @@ class Orchestrator:
         await self._step(context, "fuse", self._fuse)
         await self._step(context, "reduce", self._reduce)
         await self._step(context, "finalize", self._finalize)
+
+    async def _prelude(self, context: VideoContext) -> bool:
+        """Hashes the source and looks for cached results (True: reuse them); otherwise probes
+        it. Not a step of its own: it is cheap and redone on resume. Failures fail "normalize"."""
+        video = context.video
+        try:
+            source = self.media.resolve(video.path)
+            sha = await asyncio.to_thread(sha256_file, source)
+            if sha != video.sha256:
+                await self._set_video(context, sha256=sha)
+            key = options_key(context.options)
+            entry = None
+            if not context.options.no_cache:
+                entry = await asyncio.to_thread(self.archive.find_cached, sha, key)
+            if entry is not None:
+                metrics.CACHE_HITS.inc()
+                context.cache_entry = self.media.relative(entry.directory)
+                await self._set_video(context, from_cache=True)
+                self._log(context.job_id, "INFO",
+                          f"{video.path}: results reused from {context.cache_entry}",
+                          video=video.path)
+                return True
+            if video.from_cache:
+                await self._set_video(context, from_cache=False)
+            if context.step("normalize").done and context.step("scene").done and context.step(
+                "audio"
+            ).done:
+                context.duration_s = float(context.step("normalize").result["duration_s"])
+                return False
+            info = await self.clients.ingest.probe(
+                video.path, deadline_s=self.settings.probe_deadline_s
+            )
+            if not info.video_codec:
+                raise UndecodableMedia(f"{video.path} has no video stream")
+            context.duration_s = info.duration_s
+            return False
+        except Exception as exc:
+            reason, message = describe_error(exc)
+            if reason == "internal":
+                log.exception("preparing %s failed", video.path)
+            await self._set_step(context, "normalize", state=st.FAILED, error=message,
+                                 finished=True)
+            raise StepFailed("normalize", reason, message) from exc
+
+    async def _normalize_then_track(self, context: VideoContext) -> None:
+        await self._step(context, "normalize", self._normalize)
+        context.normalized.set()
+        await self._step(context, "tracking", self._tracking)
+
+    async def _analyse_after_normalize(self, context: VideoContext, name: str) -> None:
+        """Scene and audio read the source unless configured to wait for the normalised file:
+        scene detection decodes at 25 fps itself and diarization works in seconds, so their
+        results are the same, and normalisation overlaps them instead of delaying them."""
+        if not self.settings.analyse_source:
+            await context.normalized.wait()
+        work = self._scene if name == "scene" else self._audio
+        await self._step(context, name, work)
+
+    def _analysed_media(self, context: VideoContext) -> str:
+        if self.settings.analyse_source:
+            return context.video.path
+        return str(self._normalized(context)["path"])
 
     async def _step(
         self,
@@ -676,57 +743,37 @@ class Orchestrator:
 
     async def _normalize(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
         video = context.video
-        source = self.media.resolve(video.path)
-        sha = await asyncio.to_thread(sha256_file, source)
-        await self._set_video(context, sha256=sha)
-        key = options_key(context.options)
-        if not context.options.no_cache:
-            entry = await asyncio.to_thread(self.archive.find_cached, sha, key)
-            if entry is not None:
-                metrics.CACHE_HITS.inc()
-                await self._set_video(context, from_cache=True)
-                self._log(context.job_id, "INFO", f"{video.path}: results reused from "
-                          f"{self.media.relative(entry.directory)}", video=video.path)
-                return {"sha256": sha, "cache_entry": self.media.relative(entry.directory)}
-        if video.from_cache:
-            await self._set_video(context, from_cache=False)
-        info = await self.clients.ingest.probe(
-            video.path, deadline_s=self.settings.probe_deadline_s, on_retry=report.retry
-        )
-        if not info.video_codec:
-            raise UndecodableMedia(f"{video.path} has no video stream")
         self._abs(video.work_dir).mkdir(parents=True, exist_ok=True)
         output = f"{video.work_dir}/{video.stem}_25fps.mp4"
         result = await self.clients.ingest.normalize(
             video.path,
             output,
-            deadline_s=self._deadline(info.duration_s),
+            deadline_s=self._deadline(context.duration_s),
             on_progress=report.progress,
             on_retry=report.retry,
         )
         return {
-            "sha256": sha,
             "path": result.output.path or output,
             "duration_s": result.info.duration_s,
             "frame_count": result.info.frame_count,
             "has_audio": result.info.has_audio,
             "reencoded": result.reencoded,
-            "source_duration_s": info.duration_s,
+            "encoder": result.encoder,
+            "source_duration_s": context.duration_s,
         }
 
     def _normalized(self, context: VideoContext) -> dict[str, Any]:
         return context.step("normalize").result
 
     async def _scene(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
-        normalized = self._normalized(context)
         options = context.options
         request = scene_pb2.DetectScenesRequest(
-            media=common_pb2.MediaRef(path=normalized["path"]),
+            media=common_pb2.MediaRef(path=self._analysed_media(context)),
             mode=options.scene_mode,
             threshold=options.scene_threshold,
         )
         result = await self.clients.scene.detect(
-            request, deadline_s=self._deadline(normalized["duration_s"]),
+            request, deadline_s=self._deadline(context.duration_s),
             on_progress=report.progress, on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/scene.pb"
@@ -735,17 +782,16 @@ class Orchestrator:
                 "device": result.device, "progress_total": result.frame_count, "unit": "frames"}
 
     async def _audio(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
-        normalized = self._normalized(context)
         options = context.options
         request = audio_pb2.DiarizeRequest(
-            media=common_pb2.MediaRef(path=normalized["path"]),
+            media=common_pb2.MediaRef(path=self._analysed_media(context)),
             engine=options.audio_engine,
             num_speakers=options.num_speakers,
             min_speakers=options.min_speakers,
             max_speakers=options.max_speakers,
         )
         result = await self.clients.audio.diarize(
-            request, deadline_s=self._deadline(normalized["duration_s"]),
+            request, deadline_s=self._deadline(context.duration_s),
             on_progress=report.progress, on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/audio.pb"
@@ -760,7 +806,7 @@ class Orchestrator:
             max_faces=context.options.max_faces,
         )
         output = await self.clients.tracking.track(
-            request, deadline_s=self._deadline(normalized["duration_s"]),
+            request, deadline_s=self._deadline(context.duration_s),
             on_progress=report.progress, on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/tracking.pbs"
@@ -789,7 +835,7 @@ class Orchestrator:
     async def _fuse(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
         staged = self._staged(context)
         full = {kind: staged[kind] for kind in ("scenes", "audio", "tracking")}
-        entry_dir = self._normalized(context).get("cache_entry")
+        entry_dir = context.cache_entry
         if entry_dir:
             summary = await asyncio.to_thread(self._restore, context, entry_dir, full)
             return {"files": full, "from_cache": True, **summary}

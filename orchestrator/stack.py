@@ -83,8 +83,11 @@ class LocalStack:
         self.python = python
         self.services: dict[str, LocalService] = {}
 
-    def spawn(self, name: str, port: int | None = None) -> LocalService:
-        """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait."""
+    def spawn(
+        self, name: str, port: int | None = None, metrics_port: int = -1
+    ) -> LocalService:
+        """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait.
+        ``metrics_port`` -1 (the default) turns its Prometheus endpoint off."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         log_path = self.log_dir / f"{name}.log"
@@ -95,7 +98,7 @@ class LocalStack:
                     self.python, "-m", f"services.{name}",
                     "--host", "127.0.0.1",
                     "--port", str(port),
-                    "--metrics-port", "-1",
+                    "--metrics-port", str(metrics_port),
                     "--media-root", str(self.media_root),
                 ],
                 cwd=REPO_ROOT,
