@@ -27,8 +27,6 @@ class TrackingSettings(ServiceSettings):
     workers: int = 0
     #: Folder holding ``mediapipe/modules/...``; empty means the installed mediapipe package.
     model_root: Path | None = None
-    #: Shared frame buffer folder (RAM-backed; give the pod an in-memory ``/dev/shm``).
-    buffer_dir: Path = Path("/dev/shm")
     #: Most memory the shared frame slots of one request may take.
     buffer_mb: int = 512
     #: Request defaults.
@@ -46,7 +44,7 @@ class TrackingSettings(ServiceSettings):
     #: After a face is lost, detect on every frame for this many frames.
     recovery_frames: int = 10
     #: Grey-thumbnail difference (0-255) that counts as a cut and forces detection.
-    cut_threshold: float = 30.0
+    cut_threshold: float = 20.0
     #: Own frames per chunk and frames of overlap (re-run from the previous chunk).
     chunk_frames: int = 96
     overlap_frames: int = 2

@@ -62,6 +62,8 @@ def head_pose(points: np.ndarray) -> np.ndarray:
     The face's own axes are read off the mesh: "right" from the outer eye corners and the cheek
     contour (subject's right to left), "down" from the forehead to the chin, made orthogonal to
     "right"; the nose direction is their cross product (towards the camera for a frontal face).
+    The angles decompose the head's rotation as yaw · pitch · roll (roll applied first, about the
+    view axis), so a pure in-plane tilt is pure roll and the three are recovered exactly.
     """
     right = (points[:, LEFT_EYE_OUTER] - points[:, RIGHT_EYE_OUTER]) + (
         points[:, LEFT_CHEEK] - points[:, RIGHT_CHEEK]
@@ -72,10 +74,15 @@ def head_pose(points: np.ndarray) -> np.ndarray:
     # Camera axes: x right, y down, z away from the camera; right × down points away from the
     # camera too, so the nose direction is its opposite.
     nose = -np.cross(right, down)
-    yaw = np.degrees(np.arctan2(nose[:, 0], -nose[:, 2]))
-    pitch = np.degrees(np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2])))
-    roll = np.degrees(np.arctan2(right[:, 1], right[:, 0]))
-    return np.stack([yaw, pitch, roll], axis=-1).astype(np.float32)
+    yaw = np.arctan2(nose[:, 0], -nose[:, 2])
+    pitch = np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2]))
+    # Undo yaw, then pitch, on the "right" axis: what is left is the in-plane roll.
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+    x1 = cy * right[:, 0] + sy * right[:, 2]
+    z1 = -sy * right[:, 0] + cy * right[:, 2]
+    y2 = cp * right[:, 1] - sp * z1
+    roll = np.arctan2(y2, x1)
+    return np.degrees(np.stack([yaw, pitch, roll], axis=-1)).astype(np.float32)
 
 
 def mouth_openness(points: np.ndarray) -> np.ndarray:

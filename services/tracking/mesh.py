@@ -193,7 +193,7 @@ class MeshOptions:
     max_faces: int = 5
     min_detection_confidence: float = 0.5
     min_presence_confidence: float = 0.5
-    refine_landmarks: bool = True
+    refine_landmarks: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_faces <= 50:

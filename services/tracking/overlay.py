@@ -146,7 +146,7 @@ def track(
         max_missed=settings.max_missed,
         split_at_cuts=settings.split_at_cuts,
     )
-    pool = WorkerPool(workers, mesh, model_root=settings.model_root, buffer_dir=settings.buffer_dir)
+    pool = WorkerPool(workers, mesh, model_root=settings.model_root)
     frames: list[FrameFaces] = []
     summary: Summary | None = None
     try:

@@ -82,7 +82,9 @@ class TrackingOptions:
         workers: worker processes for this video.
         batch_frames: frames per yielded batch.
         max_side: longest side of the processing frames (larger videos are downscaled).
-        chunk_frames: own frames per chunk (lowered for large frames, see ``buffer_mb``).
+        chunk_frames: most own frames per chunk (fewer for large frames, see ``buffer_mb``).
+        chunks_per_worker: on short videos, smaller chunks so that each pool worker gets about
+            this many (load balance); 0 keeps ``chunk_frames``.
         overlap_frames: frames of the previous chunk run again before each chunk.
         buffer_mb: most memory the shared frame slots may take.
         max_missed: frames a track survives without its face.
@@ -96,6 +98,7 @@ class TrackingOptions:
     batch_frames: int = 50
     max_side: int = 960
     chunk_frames: int = 96
+    chunks_per_worker: int = 4
     overlap_frames: int = 2
     buffer_mb: int = 512
     max_missed: int = 12
@@ -105,8 +108,9 @@ class TrackingOptions:
         for name in ("workers", "batch_frames", "max_side", "chunk_frames", "buffer_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.overlap_frames < 0:
-            raise ValueError(f"overlap_frames must be >= 0, got {self.overlap_frames}")
+        for name in ("overlap_frames", "chunks_per_worker"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -147,14 +151,17 @@ def track_video(
     proc_w, proc_h = processing_size(width, height, options.max_side)
     frame_bytes = proc_w * proc_h * 3
     workers = max(1, min(options.workers, pool.size))
-    slots = workers + 1
-    budget_frames = max(2, (options.buffer_mb << 20) // (frame_bytes * slots))
+    # The chunking depends on the video and the pool, never on the request's worker count, so
+    # a video gives the same faces and ids whatever the parallelism (results are a function of
+    # the chunks). About four chunks per pool worker on short videos (load balance), within
+    # the memory budget of ``pool.size + 1`` slots.
+    budget_frames = max(2, (options.buffer_mb << 20) // (frame_bytes * (pool.size + 1)))
     overlap = min(options.overlap_frames, budget_frames // 2)
-    # About four chunks per worker on short videos (load balance), never over the memory budget.
-    balanced = math.ceil(max(info.frame_count, 1) / (4 * workers))
-    chunk_frames = max(
-        1, min(options.chunk_frames, max(balanced, 4 * max(overlap, 4)), budget_frames - overlap)
-    )
+    chunk_frames = options.chunk_frames
+    if options.chunks_per_worker:
+        balanced = math.ceil(max(info.frame_count, 1) / (options.chunks_per_worker * pool.size))
+        chunk_frames = min(chunk_frames, max(balanced, 4 * max(overlap, 4)))
+    chunk_frames = max(1, min(chunk_frames, budget_frames - overlap))
     plan = JobPlan(
         workers=workers,
         chunk_frames=chunk_frames,

@@ -14,6 +14,8 @@ error; a cancelled job stops every worker within a frame.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import itertools
 import logging
 import mmap
 import multiprocessing
@@ -26,6 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +74,13 @@ def _worker_main(conn: Connection, cancel, model_root: Path | None, default: Mes
             kind = message[0]
             if kind == "stop":
                 break
-            if kind == "forget":
-                runner.forget_buffer(message[1])
-                conn.send(("forgotten",))
+            if kind == "buffer":
+                runner.map_buffer(message[1], recv_handle(conn), message[2])
+                conn.send(("mapped",))
             elif kind == "chunk":
                 task: ChunkTask = message[1]
                 try:
-                    conn.send(("done", runner.run(task, cancel.is_set)))
+                    conn.send(("done", runner.run(task, lambda: cancel.value)))
                 except InterruptedError:
                     conn.send(("cancelled", task.chunk))
                 except Exception as exc:
@@ -92,6 +95,8 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     pid: int = 0
+    #: Number of the frame buffer this worker has mapped (-1: none).
+    buffer: int = -1
 
 
 @dataclass(frozen=True)
@@ -178,42 +183,40 @@ def _splice(seeded: ChunkResult, cold: ChunkResult) -> ChunkResult:
 
 
 class _FrameBuffer:
-    """One shared file, preferably in RAM, cut into slots of frames as each job needs.
+    """Shared memory for frames: an anonymous in-memory file (``memfd``), mapped here and, through
+    its descriptor, in every worker. It has no name anywhere, so it cannot leak, and it does not
+    count against a container's small ``/dev/shm``.
 
     It is kept between jobs (allocating and zeroing hundreds of MiB per request costs more than a
     short video's decoding) and only replaced when a job needs more room.
     """
 
-    def __init__(self, size: int, directory: Path) -> None:
+    _numbers = itertools.count()
+
+    def __init__(self, size: int) -> None:
+        self.number = next(self._numbers)
         self.size = size
-        self.path = self._create(size, directory)
+        self.fd = self._create(size)
         try:
-            with open(self.path, "r+b") as handle:
-                self._map = mmap.mmap(handle.fileno(), size)
+            self._map = mmap.mmap(self.fd, size)
         except BaseException:
-            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
             raise
 
     @staticmethod
-    def _create(size: int, directory: Path) -> Path:
-        candidates = [directory, Path(tempfile.gettempdir())]
-        last_error: OSError | None = None
-        for folder in candidates:
-            try:
-                fd, name = tempfile.mkstemp(prefix="va-tracking-", suffix=".frames", dir=folder)
-            except OSError as exc:
-                last_error = exc
-                continue
-            try:
-                os.posix_fallocate(fd, 0, size)  # reserve it now: a full tmpfs would SIGBUS later
-                return Path(name)
-            except OSError as exc:
-                last_error = exc
-                os.unlink(name)
-                log.warning("no room for a %d MiB frame buffer in %s: %s", size >> 20, folder, exc)
-            finally:
-                os.close(fd)
-        raise Unavailable(f"cannot allocate the {size >> 20} MiB frame buffer: {last_error}")
+    def _create(size: int) -> int:
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("va-tracking-frames", os.MFD_CLOEXEC)
+        else:  # not Linux: an unlinked temporary file
+            with tempfile.TemporaryFile(prefix="va-tracking-") as handle:
+                fd = os.dup(handle.fileno())
+        try:
+            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)  # commit it now rather than fault later
+        except OSError as exc:
+            os.close(fd)
+            raise Unavailable(f"cannot allocate the {size >> 20} MiB frame buffer: {exc}") from exc
+        return fd
 
     def slots(self, count: int, frames: int, height: int, width: int) -> np.ndarray:
         """A ``count×frames×height×width×3`` view of the start of the buffer."""
@@ -225,7 +228,8 @@ class _FrameBuffer:
     def close(self) -> None:
         with contextlib.suppress(BufferError):
             self._map.close()
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class WorkerPool:
@@ -235,8 +239,6 @@ class WorkerPool:
         size: number of worker processes.
         default_options: the graph every worker builds (and warms up) at start.
         model_root: folder holding ``mediapipe/modules/...`` (None: the installed package).
-        buffer_dir: where the shared frame buffer lives (RAM-backed ``/dev/shm`` by default;
-            the system temp folder is the fallback).
         start_timeout_s: how long a worker may take to load its models.
     """
 
@@ -246,7 +248,6 @@ class WorkerPool:
         default_options: MeshOptions,
         *,
         model_root: Path | None = None,
-        buffer_dir: Path = Path("/dev/shm"),
         start_timeout_s: float = 120.0,
     ) -> None:
         if size < 1:
@@ -254,10 +255,10 @@ class WorkerPool:
         self.size = size
         self.default_options = default_options
         self._model_root = model_root
-        self._buffer_dir = buffer_dir
         self._start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context("spawn")
-        self._cancel = self._context.Event()
+        # A bare shared flag (no lock, no named semaphore): workers poll it before every frame.
+        self._cancel = self._context.RawValue(ctypes.c_bool, False)
         self._workers: list[_Worker | None] = [None] * size
         self._job_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -411,9 +412,9 @@ class WorkerPool:
         )
         slots = buffer.slots(len(workers) + 1, plan.chunk_frames + overlap, height, width)
         slot_bytes = int(np.prod(slots.shape[1:]))
-        self._cancel.clear()
+        self._cancel.value = False
         template = ChunkTask(
-            job=job, chunk=0, first_frame=0, buffer_path=str(buffer.path), offset=0, frames=0,
+            job=job, chunk=0, first_frame=0, buffer=buffer.number, offset=0, frames=0,
             preroll=0, height=height, width=width, out_width=plan.out_size[0],
             out_height=plan.out_size[1], options=plan.options, cadence=plan.cadence,
             include_landmarks=plan.include_landmarks,
@@ -559,34 +560,33 @@ class WorkerPool:
                 chunk.repairing = False
 
     def _frame_buffer(self, workers: list[_Worker], size: int) -> _FrameBuffer:
-        """The shared buffer, replaced by a larger one when ``size`` bytes do not fit."""
-        if self._buffer is not None and self._buffer.size >= size:
-            return self._buffer
-        if self._buffer is not None:
-            old, self._buffer = self._buffer, None
-            self._broadcast(workers, ("forget", str(old.path)))
-            old.close()
-        self._buffer = _FrameBuffer(size, self._buffer_dir)
-        return self._buffer
-
-    @staticmethod
-    def _broadcast(workers: list[_Worker], message: tuple) -> None:
-        """Sends ``message`` to every live worker and waits for each answer."""
+        """The shared buffer (replaced by a larger one when ``size`` bytes do not fit), mapped by
+        every worker of the job."""
+        if self._buffer is None or self._buffer.size < size:
+            if self._buffer is not None:
+                self._buffer.close()
+                self._buffer = None
+            self._buffer = _FrameBuffer(size)
+        buffer = self._buffer
         for worker in workers:
-            if not worker.process.is_alive():
+            if worker.buffer == buffer.number:
                 continue
             try:
-                worker.conn.send(message)
-                if worker.conn.poll(5.0):
-                    worker.conn.recv()
-            except (EOFError, OSError):
-                continue
+                worker.conn.send(("buffer", buffer.number, buffer.size))
+                send_handle(worker.conn, buffer.fd, worker.process.pid or 0)
+                answer = worker.conn.recv() if worker.conn.poll(30.0) else None
+            except (EOFError, OSError) as exc:
+                raise Unavailable(f"tracking worker {worker.pid} is gone: {exc}") from exc
+            if answer is None or answer[0] != "mapped":
+                raise Unavailable(f"tracking worker {worker.pid} could not map the frame buffer")
+            worker.buffer = buffer.number
+        return buffer
 
     def _finish_job(self, running: dict[int, tuple[_Worker, ChunkTask]]) -> None:
         """Stops the job's running chunks (the cancel flag reaches them within a frame)."""
         if not running:
             return
-        self._cancel.set()
+        self._cancel.value = True
         deadline = time.monotonic() + 10.0
         for worker, _task in running.values():
             answered = False
@@ -599,4 +599,4 @@ class WorkerPool:
             if not answered:
                 log.warning("tracking worker %d did not stop; killing it", worker.pid)
                 worker.process.kill()
-        self._cancel.clear()
+        self._cancel.value = False

@@ -48,7 +48,6 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             settings.pool_size,
             self._default_mesh,
             model_root=settings.model_root,
-            buffer_dir=settings.buffer_dir,
             start_timeout_s=settings.worker_start_timeout_s,
         )
         self._ready = False

@@ -52,10 +52,10 @@ class FaceTracker:
 
     Args:
         max_missed: frames a track may go without a face before it ends.
-        min_iou: overlap with the predicted box that allows a match on its own.
+        min_iou: overlap with the predicted box that allows a match.
         max_center_shift: centre distance, in face sizes (square root of the predicted box
-            area), that allows a match without overlap (fast motion) when the sizes agree.
-        max_scale_change: largest ratio between the two box sizes for such a match.
+            area), that allows a match without that overlap (fast motion).
+        max_scale_change: largest ratio between the two box sizes for any match.
         velocity_smoothing: weight of the newest displacement in the velocity estimate.
         max_extrapolation: most frames a missing face's box is moved by its velocity.
     """
@@ -104,8 +104,9 @@ class FaceTracker:
         d_size = np.sqrt(np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3), axis=1))[None, :]
         shift = np.linalg.norm(d_centre - p_centre, axis=-1) / p_size
         scale = np.maximum(p_size / d_size, d_size / p_size)
-        near = (shift <= self.max_center_shift) & (scale <= self.max_scale_change)
-        allowed = (overlap >= self.min_iou) | near
+        allowed = ((overlap >= self.min_iou) | (shift <= self.max_center_shift)) & (
+            scale <= self.max_scale_change
+        )
         missed = np.array([frame_index - t.stats.last_frame - 1 for t in self._active])[:, None]
         cost = (1.0 - overlap) + 0.5 * shift + 0.02 * missed
         return np.where(allowed, cost, _FORBIDDEN)

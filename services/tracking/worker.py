@@ -17,6 +17,7 @@ This module has no multiprocessing in it; :mod:`services.tracking.pool` runs it.
 from __future__ import annotations
 
 import mmap
+import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ class Cadence:
 
     detect_every: int = 3
     recovery_frames: int = 10
-    cut_threshold: float = 30.0
+    cut_threshold: float = 20.0
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -83,7 +84,7 @@ class ChunkTask:
         job: the job's number (a worker drops its buffer mappings when it changes).
         chunk: the chunk's number within the job.
         first_frame: the video frame index of the chunk's first own frame (after the preroll).
-        buffer_path: the shared frame buffer file.
+        buffer: number of the shared frame buffer (the worker has been handed its file).
         offset: byte offset of this chunk's slot in the buffer.
         frames: frames in the slot (preroll + own).
         preroll: leading frames that belong to the previous chunk.
@@ -101,7 +102,7 @@ class ChunkTask:
     job: int
     chunk: int
     first_frame: int
-    buffer_path: str
+    buffer: int
     offset: int
     frames: int
     preroll: int
@@ -293,14 +294,15 @@ def run_frames(
 
 
 class ChunkRunner:
-    """A worker's state: the face graphs (one per :class:`MeshOptions`) and buffer mappings."""
+    """A worker's state: the face graphs (one per :class:`MeshOptions`) and the frame buffer."""
 
     def __init__(self, default: MeshOptions, model_root: Path | None, max_graphs: int = 4) -> None:
         self._model_root = model_root
         self._max_graphs = max_graphs
         self._graphs: dict[MeshOptions, FaceMesh] = {default: FaceMesh(default, model_root)}
         self._default = default
-        self._maps: dict[str, mmap.mmap] = {}
+        self._buffer_number = -1
+        self._buffer: mmap.mmap | None = None
         # One blank frame through the graph: the models are really loaded and runnable.
         self._graphs[default].process(np.zeros((64, 64, 3), np.uint8), detect=True)
 
@@ -313,29 +315,28 @@ class ChunkRunner:
             graph = self._graphs[options] = FaceMesh(options, self._model_root)
         return graph
 
-    def _buffer(self, path: str) -> mmap.mmap:
-        mapping = self._maps.get(path)
-        if mapping is None:
-            with open(path, "r+b") as handle:
-                mapping = mmap.mmap(handle.fileno(), 0)
-            self._maps[path] = mapping
-        return mapping
+    def map_buffer(self, number: int, fd: int, size: int) -> None:
+        """Maps the parent's frame buffer (an open file handed over), replacing the last one."""
+        self.unmap_buffer()
+        try:
+            self._buffer = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self._buffer_number = number
 
-    def forget_buffer(self, path: str) -> None:
-        mapping = self._maps.pop(path, None)
-        if mapping is not None:
-            mapping.close()
-
-    def forget_buffers(self) -> None:
-        for path in list(self._maps):
-            self.forget_buffer(path)
+    def unmap_buffer(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+        self._buffer = None
+        self._buffer_number = -1
 
     def run(self, task: ChunkTask, cancelled: Any = None) -> ChunkResult:
-        buffer = self._buffer(task.buffer_path)
+        if self._buffer is None or task.buffer != self._buffer_number:
+            raise RuntimeError(f"frame buffer {task.buffer} was not handed to this worker")
         frames = np.ndarray(
             (task.frames, task.height, task.width, 3),
             dtype=np.uint8,
-            buffer=buffer,
+            buffer=self._buffer,
             offset=task.offset,
         )
         try:
@@ -358,7 +359,7 @@ class ChunkRunner:
             del frames  # no view may outlive the mapping
 
     def close(self) -> None:
-        self.forget_buffers()
+        self.unmap_buffer()
         for graph in self._graphs.values():
             graph.close()
         self._graphs.clear()
