@@ -169,6 +169,10 @@ class EmbeddedEngine:
         )
         self._vad_probs(noise, CancelToken())
         self._embed(self._mel(noise), np.array([0]), CancelToken())
+        # ...and so is the first clustering (scipy.linalg and scikit-learn imports, BLAS setup).
+        points = np.random.default_rng(0).standard_normal((40, 8))
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        self._cluster(np.arange(40) * _WINDOW_FRAMES, points, SpeakerCount(max=2))
         log.info(
             "embedded diarization engine loaded (%s, %d torch threads)",
             self.device,

@@ -47,10 +47,6 @@ def result_proto(result: DiarizationResult) -> audio_pb2.DiarizeResult:
 
 class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
     def __init__(self, settings: AudioSettings) -> None:
-        if settings.default_engine not in ("embedded", "pyannote"):
-            raise ValueError(
-                f"AUDIO_DEFAULT_ENGINE must be embedded or pyannote: {settings.default_engine!r}"
-            )
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
         self._engines: dict[str, Engine] = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from protos.videoanalysis.v1 import audio_pb2, audio_pb2_grpc, common_pb2
 from services.audio.config import AudioSettings
@@ -64,8 +65,18 @@ async def test_speaker_count_constraints_are_obeyed(run_diarize, audio_stub) -> 
     assert {s.speaker for s in capped.segments} == {"SPEAKER_00"}
 
 
+def _audio_seconds() -> float:
+    value = REGISTRY.get_sample_value(
+        "videoanalysis_media_audio_seconds_processed_total",
+        {"service": "audio", "engine": "embedded"},
+    )
+    return value or 0.0
+
+
 async def test_progress_is_streamed_before_the_result(run_diarize, audio_stub) -> None:
+    before = _audio_seconds()
     steps, result = await run_diarize(audio_stub, "conv_dev_2.wav", engine=ENGINE.ENGINE_EMBEDDED)
+    assert _audio_seconds() - before == pytest.approx(result.duration_s)
     stages = [step.stage for step in steps]
     for stage in ("decode", "speech", "embeddings", "clustering", "resegmentation"):
         assert stage in stages

@@ -125,3 +125,35 @@ def test_pyannote_engine_reports_a_missing_model_folder(tmp_path: Path) -> None:
 
     with pytest.raises(Unavailable, match="config not found"):
         PyannoteEngine(model_dir=tmp_path / "nowhere").load()
+
+
+def test_settings_profiles_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from services.audio.config import AudioSettings
+
+    monkeypatch.setenv("AUDIO_PROFILE", "gpu_optimized")
+    monkeypatch.setenv("AUDIO_ENABLE_AMP", "0")  # the profile wins, as in the legacy step
+    settings = AudioSettings()
+    assert (settings.disable_gpu, settings.enable_amp, settings.pyannote_batch_size) == (
+        False,
+        True,
+        1,
+    )
+    assert (settings.port, settings.metrics_port, settings.default_engine) == (
+        50053,
+        9103,
+        "embedded",
+    )
+    monkeypatch.delenv("AUDIO_PROFILE")
+    monkeypatch.setenv("AUDIO_PYANNOTE_BATCH_SIZE", "0")
+    assert AudioSettings().pyannote_batch_size is None
+    for name, value in (
+        ("AUDIO_PROFILE", "turbo"),
+        ("AUDIO_DEFAULT_ENGINE", "whisper"),
+        ("AUDIO_DEVICE", "tpu"),
+    ):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError):
+            AudioSettings()
+        monkeypatch.delenv(name)
