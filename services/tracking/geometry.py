@@ -51,11 +51,6 @@ def to_pixels(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
     return landmarks * np.array([width, height, width], dtype=np.float32)
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.maximum(norm, 1e-9)
-
-
 def head_pose(points: np.ndarray) -> np.ndarray:
     """Yaw, pitch and roll in degrees (``F×3``) of faces given in pixels (``F×N×3``).
 
@@ -65,23 +60,25 @@ def head_pose(points: np.ndarray) -> np.ndarray:
     The angles decompose the head's rotation as yaw · pitch · roll (roll applied first, about the
     view axis), so a pure in-plane tilt is pure roll and the three are recovered exactly.
     """
-    right = (points[:, LEFT_EYE_OUTER] - points[:, RIGHT_EYE_OUTER]) + (
-        points[:, LEFT_CHEEK] - points[:, RIGHT_CHEEK]
-    )
-    right = _unit(right)
-    down = points[:, CHIN] - points[:, FOREHEAD_TOP]
-    down = _unit(down - np.sum(down * right, axis=-1, keepdims=True) * right)
+    p = points.astype(np.float64)
+    rx, ry, rz = (
+        (p[:, LEFT_EYE_OUTER] - p[:, RIGHT_EYE_OUTER]) + (p[:, LEFT_CHEEK] - p[:, RIGHT_CHEEK])
+    ).T
+    norm = np.sqrt(rx * rx + ry * ry + rz * rz) + 1e-12
+    rx, ry, rz = rx / norm, ry / norm, rz / norm
+    dx, dy, dz = (p[:, CHIN] - p[:, FOREHEAD_TOP]).T
+    along = dx * rx + dy * ry + dz * rz
+    dx, dy, dz = dx - along * rx, dy - along * ry, dz - along * rz
+    norm = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-12
+    dx, dy, dz = dx / norm, dy / norm, dz / norm
     # Camera axes: x right, y down, z away from the camera; right × down points away from the
     # camera too, so the nose direction is its opposite.
-    nose = -np.cross(right, down)
-    yaw = np.arctan2(nose[:, 0], -nose[:, 2])
-    pitch = np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2]))
+    nx, ny, nz = -(ry * dz - rz * dy), -(rz * dx - rx * dz), -(rx * dy - ry * dx)
+    yaw = np.arctan2(nx, -nz)
+    pitch = np.arctan2(-ny, np.hypot(nx, nz))
     # Undo yaw, then pitch, on the "right" axis: what is left is the in-plane roll.
     cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    x1 = cy * right[:, 0] + sy * right[:, 2]
-    z1 = -sy * right[:, 0] + cy * right[:, 2]
-    y2 = cp * right[:, 1] - sp * z1
-    roll = np.arctan2(y2, x1)
+    roll = np.arctan2(cp * ry - sp * (cy * rz - sy * rx), cy * rx + sy * rz)
     return np.degrees(np.stack([yaw, pitch, roll], axis=-1)).astype(np.float32)
 
 
@@ -117,10 +114,9 @@ def measure(
     if len(points) == 0:
         return features, points
     xy = points[:, :, :2]
-    features[:, 0] = np.clip(xy[:, :, 0].min(axis=1), 0, width)
-    features[:, 1] = np.clip(xy[:, :, 1].min(axis=1), 0, height)
-    features[:, 2] = np.clip(xy[:, :, 0].max(axis=1), 0, width)
-    features[:, 3] = np.clip(xy[:, :, 1].max(axis=1), 0, height)
+    limit = np.array([width, height], dtype=np.float32)
+    features[:, 0:2] = np.clip(xy.min(axis=1), 0, limit)
+    features[:, 2:4] = np.clip(xy.max(axis=1), 0, limit)
     features[:, 4:6] = xy.mean(axis=1)
     features[:, 6] = scores
     features[:, 7] = mouth_openness(points)

@@ -333,6 +333,7 @@ class FaceMesh:
             "with_attention": packet_creator.create_bool(options.refine_landmarks),
         }
         self._timestamp = 0
+        self._followed = 0  # faces the graph follows into the next frame
         self._graph.start_run(self._side_packets)
 
     def _keep(self, stream: str):  # type: ignore[no-untyped-def]
@@ -341,11 +342,23 @@ class FaceMesh:
 
         return callback
 
-    def reset(self) -> None:
-        """Forgets the faces being followed (the next frame should be a detection frame)."""
-        self._graph.close()
-        self._graph.start_run(self._side_packets)
-        self._timestamp = 0
+    def reset(self, *, seedable: bool = False) -> None:
+        """Forgets the faces being followed (the next frame should be a detection frame).
+
+        Restarting the graph costs about as much as a few frames (every model is reopened), so
+        unless the next run must take ``seeds`` the faces are dropped instead by one tiny black
+        frame without detection: the landmark model finds no face there, and the graph follows
+        nothing, exactly as a fresh one.
+        """
+        if self._timestamp == 0:
+            return  # fresh already
+        if not seedable and self._followed:
+            self.process(np.zeros((8, 8, 3), np.uint8), detect=False)
+        if seedable or self._followed:
+            self._graph.close()
+            self._graph.start_run(self._side_packets)
+            self._timestamp = 0
+            self._followed = 0
 
     def close(self) -> None:
         self._graph.close()
@@ -393,6 +406,7 @@ class FaceMesh:
         n_points = self.options.landmark_count
         packet = self._outputs.get("multi_face_landmarks")
         faces = [] if packet is None or packet.is_empty() else self._getter.get_proto_list(packet)
+        self._followed = len(faces)
         if not faces:
             return np.zeros((0, n_points, 3), np.float32), np.zeros((0,), np.float32)
         landmarks = np.array(
