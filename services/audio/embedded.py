@@ -19,11 +19,11 @@ Pipeline (16 kHz mono float32 in, speaker turns out):
    the frames re-assigned (``resegment_iterations``). A speaker change therefore lands where the
    evidence of the overlapping windows flips, not on a fixed window grid.
 5. **Turn extent.** Silero marks the voiced core of speech and stops short of breaths, soft onsets
-   and noisy pauses inside a sentence. A speaker's region is extended along the audio that is
-   still "live" (short-time energy above ``energy_floor_db`` after loudness normalisation, gaps
-   below ``energy_close_s`` closed), by at most ``energy_extend_s`` on each side; pauses of dead
-   air (near digital silence) always end a turn. Frames added this way take the label of the
-   nearest labelled frame.
+   and noisy pauses inside a sentence. Pauses of up to ``energy_bridge_s`` in which the audio
+   stays "live" (short-time energy above ``energy_floor_db`` after loudness normalisation, dips
+   shorter than ``energy_close_s`` ignored) are filled, and each speech region grows by up to
+   ``energy_extend_s`` on each side while the audio is live. Dead air (near digital silence)
+   always ends a turn. Frames added this way take the label of the nearest labelled frame.
 
 Overlapped speech is not detected: each frame gets exactly one speaker.
 """
@@ -94,6 +94,7 @@ class EmbeddedEngine:
         energy_floor_db: float = -55.0,
         energy_close_s: float = 0.3,
         energy_extend_s: float = 1.0,
+        energy_bridge_s: float = 1.0,
         min_turn_s: float = 0.05,
         batch_size: int = 64,
         threads: int = 1,
@@ -113,6 +114,7 @@ class EmbeddedEngine:
         _check("energy_floor_db", energy_floor_db, -120.0, 0.0)
         _check("energy_close_s", energy_close_s, 0.0, 5.0)
         _check("energy_extend_s", energy_extend_s, 0.0, 10.0)
+        _check("energy_bridge_s", energy_bridge_s, 0.0, 30.0)
         _check("min_turn_s", min_turn_s, 0.0, 5.0)
         _check("batch_size", batch_size, 1, 4096)
         _check("threads", threads, 0, 256)
@@ -130,6 +132,7 @@ class EmbeddedEngine:
         self.energy_floor_db = energy_floor_db
         self.energy_close_s = energy_close_s
         self.energy_extend_s = energy_extend_s
+        self.energy_bridge_s = energy_bridge_s
         self.min_turn_s = min_turn_s
         self.batch_size = int(batch_size)
         self.threads = int(threads)
@@ -268,7 +271,8 @@ class EmbeddedEngine:
         return mask
 
     def _turn_extent(self, audio: np.ndarray, speech: np.ndarray, n_frames: int) -> np.ndarray:
-        """Speech extended along live (non-silent) audio, at most ``energy_extend_s`` each side."""
+        """Speech grown along live (non-silent) audio: pauses up to ``energy_bridge_s`` that stay
+        live are filled, and each region's edges grow by up to ``energy_extend_s`` while live."""
         win = 2 * _FRAME_HOP  # 20 ms centred on each 10 ms frame
         power = np.concatenate(([0.0], np.cumsum(np.square(audio, dtype=np.float64))))
         centres = np.arange(n_frames) * _FRAME_HOP
@@ -280,14 +284,20 @@ class EmbeddedEngine:
         for start, end in _runs(~live):
             if start > 0 and end < n_frames and end - start < close:
                 live[start:end] = True
-        reach = round(self.energy_extend_s * _FRAMES_PER_S)
         active = speech.copy()
-        for start, end in _runs(live):
-            core = np.flatnonzero(speech[start:end])
-            if core.size:
-                active[
-                    max(start, start + core[0] - reach) : min(end, start + core[-1] + 1 + reach)
-                ] = True
+        bridge = self.energy_bridge_s * _FRAMES_PER_S
+        for start, end in _runs(~speech):
+            inner = start > 0 and end < n_frames
+            if inner and end - start <= bridge and live[start:end].all():
+                active[start:end] = True
+        reach = round(self.energy_extend_s * _FRAMES_PER_S)
+        for start, end in _runs(active.copy()):
+            left = max(0, start - reach)
+            dead_left = np.flatnonzero(~live[left:start])
+            active[left + (dead_left[-1] + 1 if dead_left.size else 0) : start] = True
+            right = min(n_frames, end + reach)
+            dead_right = np.flatnonzero(~live[end:right])
+            active[end : end + (dead_right[0] if dead_right.size else right - end)] = True
         return active
 
     # ------------------------------------------------------------------ embeddings
