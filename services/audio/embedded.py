@@ -365,7 +365,7 @@ class EmbeddedEngine:
     def _cluster(
         self, starts: np.ndarray, embeddings: np.ndarray, count: SpeakerCount
     ) -> np.ndarray:
-        """Cluster label per window (spectral clustering, eigengap speaker count, merging)."""
+        """Cluster label per window (auto-tuned spectral clustering, speaker count by eigengap)."""
         low, high = count.bounds(self.max_speakers)
         n = len(embeddings)
         if n < 2 or high == 1:
