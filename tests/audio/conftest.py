@@ -166,3 +166,18 @@ async def diarize(
 def run_diarize():  # type: ignore[no-untyped-def]
     """The :func:`diarize` helper, as a fixture (test modules cannot import conftest)."""
     return diarize
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_thread_pools():  # type: ignore[no-untyped-def]
+    """The engine sets process-wide torch/BLAS thread counts (as the service process should);
+    give other test modules running in the same process their defaults back."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    yield
+    torch.set_num_threads(torch_threads)
+    if blas:
+        threadpool_limits(limits=max(blas), user_api="blas")
