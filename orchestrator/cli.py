@@ -277,7 +277,9 @@ async def _local_stack(
 
 
 async def run_command(args: argparse.Namespace) -> int:
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 160))
     settings = _settings(args)
     settings.media_root.mkdir(parents=True, exist_ok=True)
     _log_to_file(settings, "orchestrator")
@@ -299,10 +301,13 @@ async def run_command(args: argparse.Namespace) -> int:
             assert job is not None
             console.print(summary_table(job))
             if job.error:
-                console.print(f"[red]{job.error}")
+                console.print(f"[red]{job.error}", soft_wrap=True)
             out = (settings.media_root / job.output_dir).resolve()
-            console.print(f"outputs: [bold]{out}[/bold]")
-            console.print(f"archive: {(settings.media_root / settings.archives_dir).resolve()}")
+            console.print(f"outputs: [bold]{out}[/bold]", soft_wrap=True)
+            console.print(
+                f"archive: {(settings.media_root / settings.archives_dir).resolve()}",
+                soft_wrap=True,
+            )
             return 0 if job.state == st.COMPLETED else 1
     finally:
         await stack.stop()

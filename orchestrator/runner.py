@@ -488,9 +488,13 @@ class Orchestrator:
         def on_progress(progress: common_pb2.Progress) -> None:
             self._log(job_id, "INFO", f"extracting {item.path}: {progress.done}/{progress.total}")
 
+        # One folder per job and input: a rerun or a resumed extraction never merges into
+        # (and gets "_2" copies from) an earlier extraction of the same archive.
+        destination = f"{self.settings.extract_dir}/{job_id}/{item.idx}"
+        await asyncio.to_thread(shutil.rmtree, self._abs(destination), True)
         result = await self.clients.ingest.extract(
             item.path,
-            self.settings.extract_dir,
+            destination,
             delete_source=options.delete_archives,
             deadline_s=self.settings.deadline_base_s,
             on_progress=on_progress,

@@ -38,7 +38,13 @@ def music_video() -> Path:
     return path
 
 
-def trim(source: Path, target: Path, start_s: float, duration_s: float) -> Path:
+@pytest.fixture(scope="session")
+def trim() -> Callable[[Path, Path, float, float], Path]:
+    """``trim(source, target, start_s, duration_s)``: a short clip of real footage."""
+    return trim_clip
+
+
+def trim_clip(source: Path, target: Path, start_s: float, duration_s: float) -> Path:
     """A short clip of real footage (re-encoded so that it starts on a key frame)."""
     if target.exists():
         return target
@@ -123,7 +129,7 @@ def put(stack: Stack, job_settings: OrchestratorSettings) -> Callable[..., str]:
     def put_clip(source: Path, name: str, start_s: float = 0, duration_s: float = 0) -> str:
         target = stack.media_root / folder / name
         if duration_s:
-            trim(source, target, start_s, duration_s)
+            trim_clip(source, target, start_s, duration_s)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())

@@ -15,11 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from orchestrator import legacy
 from orchestrator import store as st
@@ -144,8 +146,12 @@ async def test_a_job_writes_every_legacy_output_and_a_rerun_reuses_them(
     orchestrator: Orchestrator, put: Callable[..., str], job_settings: OrchestratorSettings
 ) -> None:
     clip = put(HAMILTON, "stage.mp4", start_s=3.5, duration_s=4)
+    completed_before = _metric("videoanalysis_orchestrator_jobs_total", state="completed")
+    hits_before = _metric("videoanalysis_orchestrator_cache_hits_total")
     job_id = await orchestrator.submit([clip], label="schemas")
+    events = [event async for event in orchestrator.watch(job_id)]
     job = await finished(orchestrator, job_id)
+    check_events(events)
     assert (job.state, job.error) == (st.COMPLETED, "")
     (video,) = job.videos
     assert video.state == st.SUCCEEDED and not video.from_cache
@@ -169,6 +175,32 @@ async def test_a_job_writes_every_legacy_output_and_a_rerun_reuses_them(
         st.SKIPPED] * 4
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before  # idempotent: the same bytes
+    assert _metric("videoanalysis_orchestrator_cache_hits_total") == hits_before + 1
+    assert _metric("videoanalysis_orchestrator_jobs_total", state="completed") == (
+        completed_before + 2)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def check_events(events: list[orchestrator_pb2.JobEvent]) -> None:
+    """WatchJob: a snapshot first, numbered events, steps with progress, a final snapshot."""
+    assert events[0].HasField("snapshot")
+    assert events[-1].HasField("snapshot")
+    assert events[-1].snapshot.state == orchestrator_pb2.JOB_STATE_COMPLETED
+    numbers = [e.sequence for e in events[1:]]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers[0] >= events[0].sequence
+    steps = [e.step for e in events if e.HasField("step")]
+    for name in ("normalize", "scene", "audio", "tracking", "fuse", "reduce", "finalize"):
+        states = [s.step.state for s in steps if s.step.name == name]
+        assert states[0] == orchestrator_pb2.STEP_STATE_RUNNING, name
+        assert states[-1] == orchestrator_pb2.STEP_STATE_SUCCEEDED, name
+    assert any(s.step.progress.total > 0 and s.step.progress.unit == "frames" for s in steps
+               if s.step.state == orchestrator_pb2.STEP_STATE_RUNNING)
+    assert any(e.HasField("state") and e.state == orchestrator_pb2.JOB_STATE_COMPLETED
+               for e in events)
 
 
 async def test_a_corrupt_video_among_good_ones(
@@ -233,6 +265,8 @@ async def test_a_service_killed_mid_job_is_retried(
         return "scene" in step and step["scene"].progress.done > 0
 
     await eventually(scene_running, 120, "scene detection to make progress")
+    retries_before = _metric(
+        "videoanalysis_orchestrator_step_retries_total", step="scene", grpc_code="UNAVAILABLE")
     stack.local.kill("scene")
     await asyncio.sleep(0.5)
     stack.restart("scene")
@@ -240,6 +274,8 @@ async def test_a_service_killed_mid_job_is_retried(
     assert (job.state, job.error) == (st.COMPLETED, "")
     (video,) = job.videos
     assert video.steps["scene"].attempts >= 2
+    assert _metric("videoanalysis_orchestrator_step_retries_total", step="scene",
+                   grpc_code="UNAVAILABLE") >= retries_before + 1
     check_legacy_outputs(job_settings.media_root, video)
     check_archive(job_settings, video)
     scenes = legacy.parse_scenes_csv(
@@ -275,17 +311,20 @@ def _cpu_seconds(pid: int) -> float:
 async def test_cancel_stops_every_stage(
     stack, orchestrator: Orchestrator, job_settings: OrchestratorSettings
 ) -> None:
-    # 75 s of conversation (LibriSpeech speakers) over the stage footage, small frames: every
-    # stage has a few seconds of work, so all three run at once.
+    # Three minutes of conversation (LibriSpeech speakers) over the stage footage, small frames:
+    # every stage has seconds of work, so all three run at once.
     clip = Path(job_settings.output_dir).parent / "in" / "talk.mp4"
     target = job_settings.media_root / clip
     target.parent.mkdir(parents=True, exist_ok=True)
+    audio = HAMILTON.parents[1] / "audio"
     await asyncio.to_thread(
         subprocess.run,
-        ["ffmpeg", "-v", "error", "-y", "-stream_loop", "8", "-i", str(HAMILTON),
-         "-i", str(HAMILTON.parents[1] / "audio" / "conv_dev_3.wav"), "-map", "0:v", "-map",
-         "1:a", "-t", "75", "-vf", "scale=320:180,fps=25", "-c:v", "libx264", "-preset",
-         "ultrafast", "-c:a", "aac", str(target)],
+        ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(HAMILTON),
+         "-i", str(audio / "conv_dev_1.wav"), "-i", str(audio / "conv_dev_2.wav"),
+         "-i", str(audio / "conv_dev_3.wav"),
+         "-filter_complex", "[1:a][2:a][3:a]concat=n=3:v=0:a=1[a]", "-map", "0:v",
+         "-map", "[a]", "-shortest", "-vf", "scale=320:180,fps=25", "-c:v", "libx264",
+         "-preset", "ultrafast", "-c:a", "aac", str(target)],
         check=True,
     )
     job_id = await orchestrator.submit([clip.as_posix()])
@@ -443,3 +482,71 @@ async def _grpc_wait_submit(
     return await stub.SubmitJob(orchestrator_pb2.SubmitJobRequest(
         inputs=[common_pb2.MediaRef(path=clip)],
         options=orchestrator_pb2.JobOptions(no_cache=True), label="resume"))
+
+
+async def test_an_archive_is_extracted_and_its_videos_analysed(
+    orchestrator: Orchestrator, put: Callable[..., str], job_settings: OrchestratorSettings
+) -> None:
+    clip = job_settings.media_root / put(HAMILTON, "inside.mp4", start_s=4, duration_s=2)
+    archive = clip.parent / "Projet Camille.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(clip, "Projet Camille/rushes/inside.mp4")
+        bundle.writestr("Projet Camille/notes.txt", "not a video")
+    relative = archive.relative_to(job_settings.media_root).as_posix()
+    job = await finished(orchestrator, await orchestrator.submit([relative]))
+    assert (job.state, job.error) == (st.COMPLETED, "")
+    (video,) = job.videos
+    assert video.path.startswith(f"{job_settings.extract_dir}/{job.job_id}/0/")
+    assert video.path.endswith("/docs/rushes/inside.mp4")
+    assert video.steps["extract"].state == st.SUCCEEDED
+    assert video.project == "Projet Camille"
+    assert video.output_dir == f"{job_settings.output_dir}/Projet Camille"
+    check_legacy_outputs(job_settings.media_root, video)
+    check_archive(job_settings, video)
+    # The same archive again: extracted into its own folder (no "_2" copies), results reused.
+    again = await finished(orchestrator, await orchestrator.submit([relative]))
+    assert again.state == st.COMPLETED and [v.from_cache for v in again.videos] == [True]
+    assert Path(again.videos[0].path).name == "inside.mp4"
+
+
+def _cli(settings: OrchestratorSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ORCH_OUTPUT_DIR": settings.output_dir,
+        "ORCH_ARCHIVES_DIR": settings.archives_dir,
+        "ORCH_WORK_DIR": settings.work_dir,
+        "ORCH_DB_PATH": str(settings.db_path),
+        "ORCH_INGEST_ADDR": settings.ingest_addr,
+        "ORCH_SCENE_ADDR": settings.scene_addr,
+        "ORCH_AUDIO_ADDR": settings.audio_addr,
+        "ORCH_TRACKING_ADDR": settings.tracking_addr,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "--media-root",
+         str(settings.media_root), *args],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+async def test_the_cli_brings_outside_files_in_and_reports_failures(
+    job_settings: OrchestratorSettings, tmp_path: Path, trim: Callable[..., Path]
+) -> None:
+    outside = tmp_path / "elsewhere" / "cli_clip.mp4"
+    trim(HAMILTON, outside, 4, 2)
+    done = await asyncio.to_thread(_cli, job_settings, str(outside))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = (job_settings.media_root / job_settings.output_dir / "cli_clip").resolve()
+    assert f"outputs: {(job_settings.media_root / job_settings.output_dir).resolve()}" in (
+        done.stdout.replace("\n", ""))
+    assert (job_settings.media_root / "imports" / "cli_clip" / "cli_clip.mp4").is_file()
+    for name in ("cli_clip_scenes.csv", "cli_clip_audio.json", "cli_clip_tracking.json",
+                 "docs/cli_clip.json", "docs/cli_clip_audio.json"):
+        assert (out / name).is_file(), name
+
+    broken = tmp_path / "elsewhere" / "cli_broken.mp4"
+    broken.write_bytes(os.urandom(20_000))
+    failed = await asyncio.to_thread(_cli, job_settings, str(broken))
+    assert failed.returncode == 1
+    assert "cli_broken.mp4" in failed.stdout and "failed" in failed.stdout
