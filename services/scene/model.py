@@ -88,8 +88,10 @@ def _define_model() -> type:
             super().__init__()
             spatial = [state[f"{prefix}.Conv3D_{d}.layers.0.weight"] for d in _DILATIONS]
             # (out, in, 1, 3, 3) ×4 → (4·out, in, 3, 3)
+            # Channels-last weights match the activations, so no reorder per call.
             self.spatial = nn.Parameter(
-                torch.cat(spatial, 0)[:, :, 0].contiguous(), requires_grad=False
+                torch.cat(spatial, 0)[:, :, 0].contiguous(memory_format=torch.channels_last),
+                requires_grad=False,
             )
             gamma = state[f"{prefix}.bn.weight"]
             beta = state[f"{prefix}.bn.bias"]
@@ -103,7 +105,8 @@ def _define_model() -> type:
                 filters = weight.shape[0]
                 part = slice(index * filters, (index + 1) * filters)
                 # (F, 2F, 3, 1, 1) → (F, 2F, 3, 1): a (3×1) kernel over (time, pixels).
-                weights.append((weight * scale[part].view(-1, 1, 1, 1, 1))[..., 0].contiguous())
+                folded = (weight * scale[part].view(-1, 1, 1, 1, 1))[..., 0]
+                weights.append(folded.contiguous(memory_format=torch.channels_last))
                 biases.append(shift[part].contiguous())
             self.temporal = nn.ParameterList(nn.Parameter(w, requires_grad=False) for w in weights)
             self.temporal_bias = nn.ParameterList(
@@ -139,7 +142,7 @@ def _define_model() -> type:
             # Each out is (B, F, T, H·W); back to (B·T, 4F, H, W) channels-last.
             joined = torch.cat(outputs, 1).permute(0, 2, 3, 1)  # (B, T, H·W, 4F)
             joined = joined.reshape(frames, height, width, -1).permute(0, 3, 1, 2)
-            return functional.relu(joined) if self.relu else joined
+            return functional.relu_(joined) if self.relu else joined
 
     class _Stack(nn.Module):
         """One ``StackedDDCNNV2``: two dilated layers, residual from the first, 2×2 average pool."""
@@ -155,7 +158,7 @@ def _define_model() -> type:
             shortcut = self.first(x, batch)
             if checkpoint is not None:
                 checkpoint()
-            x = functional.relu(self.second(shortcut, batch))
+            x = functional.relu_(self.second(shortcut, batch))
             x += shortcut
             return functional.avg_pool2d(x, 2)
 

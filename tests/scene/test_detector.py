@@ -108,3 +108,17 @@ def test_cancelling_stops_decoding_and_inference(ffmpeg_children) -> None:
     assert not ffmpeg_children()
     print(f"cancelled after {elapsed:.2f} s")
     assert elapsed < 30, elapsed  # one layer plus the decoder's exit, not the rest of the video
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("amp", "tolerance"), [(False, 1e-4), (True, 2e-2)])
+def test_cuda_matches_the_cpu(amp: bool, tolerance: float) -> None:
+    frames = np.stack([_distinct_frames(100)] * 2)
+    frames[1] = frames[1][::-1]
+    cpu = SceneDetector(device="cpu")
+    cpu.load()
+    cuda = SceneDetector(device="cuda", amp=amp)
+    cuda.load()
+    for expected, got in zip(cpu._forward(frames), cuda._forward(frames), strict=True):
+        assert np.abs(expected - got).max() <= tolerance
