@@ -85,7 +85,11 @@ class FaceSpeaking:
 
 @dataclass(frozen=True)
 class Attribution:
-    """Which face (if any) a speaker was given within one shot."""
+    """Which face (if any) a speaker was given within one shot.
+
+    ``evidence`` is the attributed face's (or, when nobody was, the best candidate's) mouth
+    activity over its baseline; ``candidates`` counts the faces visible enough to be judged.
+    """
 
     shot_index: int
     speaker: str
@@ -108,12 +112,13 @@ class FusionResult:
 
 
 def speech_frames(turns: Sequence[SpeakerTurn], frame_count: int, fps: float) -> list[set[str]]:
-    """Speakers talking at each 0-based frame (frame ``i`` covers ``[i/fps, (i+1)/fps)``; a
-    turn covers a frame when it overlaps half of it or more)."""
+    """Speakers talking at each 0-based frame, with the legacy audio JSON's mapping (a turn
+    covers 1-based frames ``max(1, int(start*fps))`` .. ``int(end*fps)``), so that the tracking
+    file and the audio file agree frame by frame."""
     active: list[set[str]] = [set() for _ in range(frame_count)]
     for turn in turns:
-        first = max(0, math.floor(turn.start_s * fps + 0.5))
-        last = min(frame_count - 1, math.ceil(turn.end_s * fps - 0.5) - 1)
+        first = max(0, int(turn.start_s * fps) - 1)
+        last = min(frame_count - 1, int(turn.end_s * fps) - 1)
         for frame in range(first, last + 1):
             active[frame].add(turn.speaker)
     return active
@@ -212,9 +217,10 @@ def fuse(
             faces_in_shot[shot_index[frame]].add(face_id)
 
     proposals: list[tuple[float, int, str, str]] = []
-    unit_info: dict[tuple[int, str], tuple[int, int]] = {}
+    unit_info: dict[tuple[int, str], tuple[int, int, float]] = {}
     for (shot, speaker), talk in speaker_frames.items():
         candidates = 0
+        best = 0.0
         for face_id in sorted(faces_in_shot.get(shot, ())):
             values = [activity[face_id][f] for f in talk if f in activity[face_id]]
             if len(values) < min_candidate_frames or len(values) < min_coverage * len(talk):
@@ -223,9 +229,10 @@ def fuse(
             mean_activity = statistics.fmean(values)
             baseline = max(silent_means.get(face_id, global_baseline), 1e-6)
             evidence = mean_activity / baseline
+            best = max(best, evidence)
             if evidence >= min_ratio and mean_activity >= min_activity:
                 proposals.append((evidence, shot, speaker, face_id))
-        unit_info[(shot, speaker)] = (len(talk), candidates)
+        unit_info[(shot, speaker)] = (len(talk), candidates, best)
 
     taken_faces: set[tuple[int, str]] = set()
     assigned: dict[tuple[int, str], tuple[str, float, float]] = {}
@@ -237,8 +244,8 @@ def fuse(
 
     attributions = []
     speaker_faces: dict[str, list[str]] = defaultdict(list)
-    for (shot, speaker), (talk_count, candidates) in sorted(unit_info.items()):
-        face_id, confidence, evidence = assigned.get((shot, speaker), (None, 0.0, 0.0))
+    for (shot, speaker), (talk_count, candidates, best) in sorted(unit_info.items()):
+        face_id, confidence, evidence = assigned.get((shot, speaker), (None, 0.0, best))
         attributions.append(
             Attribution(shot, speaker, face_id, round(confidence, 3), round(evidence, 3),
                         talk_count, candidates)

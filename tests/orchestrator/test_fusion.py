@@ -16,6 +16,7 @@ from orchestrator.fusion import (
     FaceObservation,
     SpeakerTurn,
     fuse,
+    speech_frames,
 )
 
 FPS = 25.0
@@ -75,8 +76,9 @@ def test_speakers_go_to_the_faces_that_talk_and_to_nobody_off_screen() -> None:
 
     speaking = {(i, f.face_id) for i, row in enumerate(result.frames) for _, f in row
                 if f.is_speaking}
+    heard = speech_frames(turns, len(frames), FPS)  # what the audio JSON says per frame
     legacy_rule = {(i, f.face_id) for i, row in enumerate(result.frames) for _, f in row
-                   if any(t.start_s <= i / FPS < t.end_s for t in turns)}
+                   if heard[i]}
     assert speaking < legacy_rule
     assert not any(100 <= i < 200 for i, _ in speaking)  # the audience never "speaks"
     assert not any(face == ids[(0, "obj_2")] for _, face in speaking)  # nor the listener
@@ -121,3 +123,12 @@ def test_bad_hyper_parameters_are_refused() -> None:
         fuse([], [], [], min_ratio=0.5)
     with pytest.raises(ValueError):
         fuse([], [], [], fps=0)
+
+
+def test_speech_frames_follow_the_legacy_audio_mapping() -> None:
+    from orchestrator import legacy
+
+    turns = [SpeakerTurn(0.0, 0.1, "A"), SpeakerTurn(0.2, 0.31, "B"), SpeakerTurn(0.3, 9.0, "C")]
+    ours = speech_frames(turns, 10, 25.0)
+    theirs = legacy.audio_frames([(t.start_s, t.end_s, t.speaker) for t in turns], 10)
+    assert [sorted(s) for s in ours] == [list(f.labels) for f in theirs]

@@ -111,6 +111,14 @@ def check_legacy_outputs(media_root: Path, video: st.VideoRow) -> dict[str, obje
         assert isinstance(obj["is_speaking"], bool)
         assert obj["is_speaking"] == (obj["speaker_label"] is not None)
         assert set(obj["speaking_sources"]) >= {"audio", "visual", "fusion"}
+    by_frame = {f["frame"]: f["audio_info"] for f in audio["frames_analysis"]}
+    for frame in tracking["frames"]:
+        for obj in frame["tracked_objects"]:
+            heard = by_frame.get(frame["frame"], {}).get("active_speaker_labels", [])
+            # The tracking file agrees with the audio file frame by frame.
+            assert obj["speaking_sources"]["audio"]["active_speakers"] == heard
+            if obj["is_speaking"]:
+                assert obj["speaker_label"] in heard
 
     docs = out / legacy.DOCS_DIR
     reduced = json.loads((docs / f"{stem}.json").read_text())
