@@ -20,10 +20,12 @@ Pipeline (16 kHz mono float32 in, speaker turns out):
    evidence of the overlapping windows flips, not on a fixed window grid.
 5. **Turn extent.** Silero marks the voiced core of speech and stops short of breaths, soft onsets
    and noisy pauses inside a sentence. Pauses of up to ``energy_bridge_s`` in which the audio
-   stays "live" (short-time energy above ``energy_floor_db`` after loudness normalisation, dips
-   shorter than ``energy_close_s`` ignored) are filled, and each speech region grows by up to
-   ``energy_extend_s`` on each side while the audio is live. Dead air (near digital silence)
-   always ends a turn. Frames added this way take the label of the nearest labelled frame.
+   stays "live" (short-time energy above ``energy_floor_db`` after loudness normalisation and
+   ``energy_margin_db`` above the background noise, estimated as the ``noise_percentile``-th
+   percentile of the non-speech frames; dips shorter than ``energy_close_s`` ignored) are
+   filled, and each speech region grows by up to ``energy_extend_s`` on each side while the
+   audio is live. Dead air (near digital silence, or audio at the noise floor) always ends a
+   turn. Frames added this way take the label of the nearest labelled frame.
 
 Overlapped speech is not detected: each frame gets exactly one speaker.
 """
@@ -95,6 +97,8 @@ class EmbeddedEngine:
         energy_close_s: float = 0.3,
         energy_extend_s: float = 1.0,
         energy_bridge_s: float = 1.0,
+        energy_margin_db: float = 3.0,
+        noise_percentile: float = 10.0,
         min_turn_s: float = 0.05,
         batch_size: int = 64,
         threads: int = 1,
@@ -105,7 +109,7 @@ class EmbeddedEngine:
         _check("vad_min_off_s", vad_min_off_s, 0.0, 5.0)
         _check("vad_min_on_s", vad_min_on_s, 0.0, 5.0)
         _check("vad_piece_s", vad_piece_s, 1.0, 600.0)
-        _check("hop_s", hop_s, 0.01, 1.6)
+        _check("hop_s", hop_s, 0.1, 1.6)
         _check("min_window_speech", min_window_speech, 0.0, 1.0)
         _check("max_neighbour_fraction", max_neighbour_fraction, 0.01, 1.0)
         _check("max_speakers", max_speakers, 1, 20)
@@ -115,6 +119,8 @@ class EmbeddedEngine:
         _check("energy_close_s", energy_close_s, 0.0, 5.0)
         _check("energy_extend_s", energy_extend_s, 0.0, 10.0)
         _check("energy_bridge_s", energy_bridge_s, 0.0, 30.0)
+        _check("energy_margin_db", energy_margin_db, 0.0, 60.0)
+        _check("noise_percentile", noise_percentile, 0.0, 100.0)
         _check("min_turn_s", min_turn_s, 0.0, 5.0)
         _check("batch_size", batch_size, 1, 4096)
         _check("threads", threads, 0, 256)
@@ -133,6 +139,8 @@ class EmbeddedEngine:
         self.energy_close_s = energy_close_s
         self.energy_extend_s = energy_extend_s
         self.energy_bridge_s = energy_bridge_s
+        self.energy_margin_db = energy_margin_db
+        self.noise_percentile = noise_percentile
         self.min_turn_s = min_turn_s
         self.batch_size = int(batch_size)
         self.threads = int(threads)
@@ -279,7 +287,11 @@ class EmbeddedEngine:
         low = np.clip(centres - win // 2, 0, len(audio))
         high = np.clip(centres + win // 2, 0, len(audio))
         level = 10 * np.log10((power[high] - power[low]) / win + 1e-20)
-        live = level > self.energy_floor_db
+        floor = self.energy_floor_db
+        if (~speech).any():  # above the background noise too, not just above the fixed floor
+            noise = float(np.percentile(level[~speech], self.noise_percentile))
+            floor = max(floor, noise + self.energy_margin_db)
+        live = level > floor
         close = self.energy_close_s * _FRAMES_PER_S
         for start, end in _runs(~live):
             if start > 0 and end < n_frames and end - start < close:
