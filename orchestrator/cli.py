@@ -302,8 +302,10 @@ async def run_command(args: argparse.Namespace) -> int:
             console.print(summary_table(job))
             if job.error:
                 console.print(f"[red]{job.error}", soft_wrap=True)
-            out = (settings.media_root / job.output_dir).resolve()
-            console.print(f"outputs: [bold]{out}[/bold]", soft_wrap=True)
+            folders = sorted({v.output_dir for v in job.videos if v.state == st.SUCCEEDED})
+            for folder in folders or [job.output_dir]:
+                out = (settings.media_root / folder).resolve()
+                console.print(f"outputs: [bold]{out}[/bold]", soft_wrap=True)
             console.print(
                 f"archive: {(settings.media_root / settings.archives_dir).resolve()}",
                 soft_wrap=True,

@@ -290,8 +290,7 @@ class Orchestrator:
         """Returns when the job's task is over (for the CLI and tests)."""
         task = self._tasks.get(job_id)
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
+            await asyncio.wait({task})  # cancelling the waiter does not cancel the job
 
     # Running a job.
 
