@@ -33,8 +33,11 @@ class TrackingSettings(ServiceSettings):
     max_faces: int = 5
     min_detection_confidence: float = 0.5
     batch_frames: int = 50
-    #: Landmark-model face-presence score needed to keep (and keep following) a face.
-    min_presence_confidence: float = 0.5
+    #: Landmark-model face-presence score needed to keep (and keep following) a face. Below
+    #: MediaPipe's 0.5 (the legacy tool used 0.3 for tracking): faces that are hard to follow
+    #: (profile, hand on the chin) are kept through frames where 0.5 would drop them for good,
+    #: which also makes results steadier across chunk edges.
+    min_presence_confidence: float = 0.4
     #: 478 refined landmarks (lips, eyes, irises) instead of 468; a different, slower model.
     refine_landmarks: bool = False
     #: Longest side of the frames the models see (larger videos are downscaled first).
@@ -45,9 +48,11 @@ class TrackingSettings(ServiceSettings):
     recovery_frames: int = 10
     #: Grey-thumbnail difference (0-255) that counts as a cut and forces detection.
     cut_threshold: float = 20.0
-    #: Own frames per chunk and frames of overlap (re-run from the previous chunk).
+    #: Most own frames per chunk, chunks per worker on short videos, and frames of overlap
+    #: (re-run from the previous chunk).
     chunk_frames: int = 96
-    overlap_frames: int = 2
+    chunks_per_worker: int = 2
+    overlap_frames: int = 4
     #: Frames a track survives without its face.
     max_missed: int = 12
     #: End every track at a hard cut (the grey-thumbnail test above).

@@ -141,6 +141,7 @@ def track(
         workers=workers,
         max_side=settings.max_side,
         chunk_frames=settings.chunk_frames,
+        chunks_per_worker=settings.chunks_per_worker,
         overlap_frames=settings.overlap_frames,
         buffer_mb=settings.buffer_mb,
         max_missed=settings.max_missed,

@@ -98,8 +98,8 @@ class TrackingOptions:
     batch_frames: int = 50
     max_side: int = 960
     chunk_frames: int = 96
-    chunks_per_worker: int = 4
-    overlap_frames: int = 2
+    chunks_per_worker: int = 2
+    overlap_frames: int = 4
     buffer_mb: int = 512
     max_missed: int = 12
     split_at_cuts: bool = True
@@ -189,16 +189,23 @@ def track_video(
     faces_total = 0
     detections = 0
     stats = JobStats()
-    for result in pool.run(frames, plan, token, stats):
-        detections += result.detections
-        for frame in _frames_of(result, tracker, fps, options):
-            batch.append(frame)
-            faces_total += len(frame.faces)
-            done += 1
-            if len(batch) >= options.batch_frames:
-                yield Progress(done, max(total, done), "tracking")
-                yield batch
-                batch = []
+    chunks = pool.run(frames, plan, token, stats)
+    try:
+        for result in chunks:
+            detections += result.detections
+            for frame in _frames_of(result, tracker, fps, options):
+                batch.append(frame)
+                faces_total += len(frame.faces)
+                done += 1
+                if len(batch) >= options.batch_frames:
+                    yield Progress(done, max(total, done), "tracking")
+                    yield batch
+                    batch = []
+    finally:
+        # Now, not whenever an exception's traceback lets go of them: stop the workers and
+        # release the pool, then kill the decoder.
+        chunks.close()
+        frames.close()
     if done == 0:
         raise UndecodableMedia(f"no frame of {path.name} could be decoded")
     if batch:
@@ -207,8 +214,9 @@ def track_video(
     tracks = tracker.tracks()
     log.info(
         "tracked %s: %d frames, %d faces, %d tracks; %d chunks (%d re-run seeded), "
-        "detection on %d frames",
+        "detection on %d frames; workers busy %.0f%% of %.2f s",
         path.name, done, faces_total, len(tracks), stats.chunks, stats.repaired, detections,
+        100 * stats.busy_s / max(1e-9, stats.wall_s * workers), stats.wall_s,
     )  # fmt: skip
     yield Summary(
         done, fps, width, height, tracks, faces_total, workers, detections, stats.repaired

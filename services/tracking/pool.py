@@ -131,6 +131,9 @@ class JobStats:
     chunks: int = 0
     #: Chunks whose cold run did not continue the previous chunk's faces and were re-run seeded.
     repaired: int = 0
+    #: Seconds the workers spent on chunks (summed over workers), and the job's wall time.
+    busy_s: float = 0.0
+    wall_s: float = 0.0
 
 
 @dataclass
@@ -150,6 +153,7 @@ class _JobState:
     ready: deque[ChunkTask] = field(default_factory=deque)
     repairs: deque[ChunkTask] = field(default_factory=deque)
     running: dict[int, tuple[_Worker, ChunkTask]] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)
     next_final: int = 0
     last_final: Seed | None = None
     stats: JobStats = field(default_factory=JobStats)
@@ -420,6 +424,7 @@ class WorkerPool:
             include_landmarks=plan.include_landmarks,
         )  # fmt: skip
         state = _JobState(idle=deque(workers), free_slots=deque(range(len(slots))), stats=stats)
+        began = time.monotonic()
         tail: deque[np.ndarray] = deque(maxlen=overlap)
         next_frame = 0
         exhausted = False
@@ -431,6 +436,7 @@ class WorkerPool:
                     worker = state.idle.popleft()
                     worker.conn.send(("chunk", task))
                     state.running[worker.number] = (worker, task)
+                    state.started[worker.number] = time.monotonic()
                     continue
                 final = self._settle(state, plan)
                 if final is not None:
@@ -474,6 +480,7 @@ class WorkerPool:
                     break
                 self._collect(state)
         finally:
+            stats.wall_s = time.monotonic() - began
             self._finish_job(state.running)
 
     @staticmethod
@@ -481,8 +488,9 @@ class WorkerPool:
         """Makes the next chunk in order final if it can; returns it when it is.
 
         A chunk's cold result stands when its overlap ended on the faces the chunk before was
-        following at that same frame; otherwise a seeded run (from the previous chunk's final
-        state) is queued, and its result replaces the cold one up to where the two agree.
+        following at that same frame, and that chunk had lost no face in its last frames;
+        otherwise a seeded run (from the previous chunk's final state) is queued, and its result
+        replaces the cold one up to where the two agree.
         """
         if state.next_final >= len(state.chunks):
             return None
@@ -498,6 +506,10 @@ class WorkerPool:
                 followed = extent(previous.landmarks, width, height)
                 boundary = chunk.cold.boundary_boxes
                 agree = len(followed) == 0 if boundary is None else boxes_agree(followed, boundary)
+                # A face lost shortly before the edge changes the detection schedule of the
+                # frames after it (see ``Cadence.recovery_frames``), which the cold run cannot
+                # know: only a steady edge lets the cold run stand.
+                agree = agree and len(set(previous.history)) <= 1
                 if agree:
                     chunk.final = chunk.cold
                 else:
@@ -542,6 +554,7 @@ class WorkerPool:
                     " it is restarted for the next request"
                 ) from None
             del state.running[worker.number]
+            state.stats.busy_s += time.monotonic() - state.started.pop(worker.number)
             state.idle.append(worker)
             if message[0] == "error":
                 raise RuntimeError(

@@ -95,6 +95,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             batch_frames=batch_frames,
             max_side=settings.max_side,
             chunk_frames=settings.chunk_frames,
+            chunks_per_worker=settings.chunks_per_worker,
             overlap_frames=settings.overlap_frames,
             buffer_mb=settings.buffer_mb,
             max_missed=settings.max_missed,
