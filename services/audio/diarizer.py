@@ -134,17 +134,21 @@ def label_turns(raw: Sequence[tuple[float, float, object]]) -> list[Turn]:
 def diarize_media(
     path: Path, engine: Engine, count: SpeakerCount, token: CancelToken, progress: ProgressFn
 ) -> DiarizationResult:
-    """Probes ``path``, decodes its first audio stream to 16 kHz mono in memory and diarizes it.
+    """Decodes the first audio stream of ``path`` to 16 kHz mono in memory and diarizes it.
 
     A file without an audio stream gives ``has_audio=False`` (an explicit answer, not silence);
-    a file ffmpeg cannot read raises :class:`UndecodableMedia`.
+    a file ffmpeg cannot read raises :class:`UndecodableMedia`. ffprobe runs only when decoding
+    fails, to tell "no audio stream" from "broken file": one process less per request.
     """
-    info = ffmpeg.probe(path)
-    if not info.has_audio:
+    progress(Step("decode", 0, 1))
+    try:
+        waveform = ffmpeg.read_audio(path, SAMPLE_RATE, token=token)
+    except UndecodableMedia:
+        info = ffmpeg.probe(path)  # raises UndecodableMedia itself for an unreadable file
+        if info.has_audio:
+            raise
         log.info("%s has no audio stream", path.name)
         return DiarizationResult(False, info.duration_s, engine.name, "")
-    progress(Step("decode", 0, 1))
-    waveform = ffmpeg.read_audio(path, SAMPLE_RATE, token=token)
     if waveform.size == 0:
         raise UndecodableMedia(f"the audio stream of {path.name} decoded to no samples")
     if not np.isfinite(waveform).all():
