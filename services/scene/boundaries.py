@@ -76,7 +76,9 @@ def legacy_scenes(
     A frame with probability strictly above ``threshold`` ends its scene; no high frame gives one
     scene ``[0, n-1]``; no frames give ``[]``.
     """
-    probabilities = np.asarray(single_frame, dtype=np.float64)
+    # No dtype conversion: a float32 array compared with a Python float compares in float32,
+    # exactly as the legacy code did with the model's output.
+    probabilities = np.asarray(single_frame)
     n = len(probabilities)
     if n == 0:
         return []
@@ -98,7 +100,7 @@ def legacy_boundaries(
 ) -> list[Boundary]:
     """The boundaries implied by :func:`legacy_scenes`: a hard cut at the start of every scene but
     the first."""
-    probabilities = np.asarray(single_frame, dtype=np.float64)
+    probabilities = np.asarray(single_frame)
     return [
         Boundary(Kind.HARD_CUT, start, start, start, float(probabilities[start - 1]))
         for start, _end in legacy_scenes(probabilities, threshold)[1:]

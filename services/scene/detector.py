@@ -26,7 +26,7 @@ import numpy as np
 
 from services.common import ffmpeg
 from services.common.blocking import CancelToken
-from services.common.errors import Cancelled, InvalidArgument, Unavailable, UndecodableMedia
+from services.common.errors import Cancelled, Unavailable, UndecodableMedia
 from services.scene.model import FRAME_HEIGHT, FRAME_WIDTH, shared_model
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def iter_windows(
     the stream has ended (it is set on the last batch). Nothing is yielded for an empty stream.
     """
     if batch < 1:
-        raise InvalidArgument("batch must be at least 1")
+        raise ValueError("batch must be at least 1")
     span = STRIDE * (batch - 1) + WINDOW  # padded frames covered by one full batch
     buffer = np.empty((span + STRIDE, *_FRAME_SHAPE), dtype=np.uint8)
     filled = 0  # valid rows of buffer (padded sequence starting at padded index 50·first_window)

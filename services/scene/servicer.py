@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ from services.scene.boundaries import (
 )
 from services.scene.config import SceneSettings
 from services.scene.detector import FPS, ProbabilityChunk, SceneDetector
+
+log = logging.getLogger(__name__)
 
 Request = scene_pb2.DetectScenesRequest
 
@@ -108,6 +112,7 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
                 raise UndecodableMedia(f"no video stream in {path.name}")
             total = round(info.duration_s * FPS) if info.duration_s > 0 else 0
             token = cancel_token(context)
+            started = time.perf_counter()
             tracker = BoundaryTracker(
                 legacy=params.legacy, threshold=params.threshold, rule=params.rule
             )
@@ -129,6 +134,12 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
             for boundary in fresh:
                 yield scene_pb2.DetectScenesResponse(boundary=boundary_proto(boundary))
             frame_count = tracker.frames
+            elapsed = time.perf_counter() - started
+            log.info(
+                "%s: %d frames, %d boundaries (%s) in %.1f s (%.1f frames/s)",
+                path.name, frame_count, len(boundaries), "legacy" if params.legacy else "merged",
+                elapsed, frame_count / elapsed if elapsed else 0.0,
+            )  # fmt: skip
             if frame_count != total:
                 # The estimate from the container's duration was off: the last word is exact.
                 yield scene_pb2.DetectScenesResponse(
