@@ -7,8 +7,9 @@ sends one ``Diarize`` over gRPC and scores the answer with pyannote.metrics
 (DiarizationErrorRate, collar 0.25 s, overlapped speech scored). In the same invocation it runs
 the naive baseline the embedded engine replaced (Silero VAD segments, fixed 1.5 s windows,
 Resemblyzer embeddings, average-linkage clustering with a distance threshold) and scores it the
-same way. Prints one JSON line; RTF is wall time of the call (decode included) over the audio
-duration, so compare it only with figures from the same run on the same machine.
+same way. Prints one JSON line; ``rtf`` is the median wall time of a call (decode included)
+over the audio duration, so compare it only with figures from the same run on the same
+machine; ``cpu_rtf`` (CPU seconds per audio second) does not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -126,14 +127,16 @@ async def run_service(
                 request = audio_pb2.DiarizeRequest(
                     media=common_pb2.MediaRef(path=audio.name), engine=ENGINES[engine]
                 )
-                walls = []
+                walls, cpus = [], []
                 result = None
                 for _ in range(repeat):
+                    cpu_before = _process_cpu_s(process.pid)
                     begin = time.perf_counter()
                     async for reply in stub.Diarize(request):
                         if reply.HasField("result"):
                             result = reply.result
                     walls.append(time.perf_counter() - begin)
+                    cpus.append(_process_cpu_s(process.pid) - cpu_before)
         finally:
             await asyncio.to_thread(_stop, process)
     assert result is not None
@@ -142,6 +145,7 @@ async def run_service(
         "segments": segments,
         "duration_s": result.duration_s,
         "walls": walls,
+        "cpus": cpus,
         "ready_s": ready_s,
     }
 
@@ -204,25 +208,44 @@ def run_baseline(audio: Path, threads: int, repeat: int) -> dict[str, object]:
     from services.common.ffmpeg import read_audio
 
     baseline = NaiveBaseline(threads=threads)
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeat):
+        cpu_before = _own_cpu_s()
         begin = time.perf_counter()
         waveform = read_audio(audio)
         segments = baseline.run(waveform)
         walls.append(time.perf_counter() - begin)
-    return {"segments": segments, "duration_s": len(waveform) / 16000, "walls": walls}
+        cpus.append(_own_cpu_s() - cpu_before)
+    duration = len(waveform) / 16000
+    return {"segments": segments, "duration_s": duration, "walls": walls, "cpus": cpus}
 
 
 # --------------------------------------------------------------------------- main
 
 
-def _speed(walls: list[float], duration: float) -> dict[str, float]:
-    """Median real-time factor over the repeats (and the first call's, which pays cold caches)."""
+def _speed(walls: list[float], cpus: list[float], duration: float) -> dict[str, float]:
+    """Median real-time factor over the repeats (and the first call's, which pays cold caches).
+
+    ``cpu_rtf`` is CPU time (user + system, ffmpeg children included) over audio duration: it
+    does not depend on what else the machine runs, unlike the wall-clock ``rtf``.
+    """
     return {
         "rtf": round(float(np.median(walls)) / duration, 4),
         "rtf_first": round(walls[0] / duration, 4),
+        "cpu_rtf": round(float(np.median(cpus)) / duration, 4),
         "wall_s": round(float(np.median(walls)), 2),
     }
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its reaped children (``/proc/<pid>/stat`` utime..cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "service": {
             **score(service["segments"], args.rttm, duration),  # type: ignore[arg-type]
-            **_speed(service["walls"], duration),  # type: ignore[arg-type]
+            **_speed(service["walls"], service["cpus"], duration),  # type: ignore[arg-type]
             "startup_s": round(float(service["ready_s"]), 2),  # type: ignore[arg-type]
         },
     }
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = run_baseline(args.audio.resolve(), args.threads, args.repeat)
         report["baseline"] = {
             **score(baseline["segments"], args.rttm, duration),  # type: ignore[arg-type]
-            **_speed(baseline["walls"], duration),  # type: ignore[arg-type]
+            **_speed(baseline["walls"], baseline["cpus"], duration),  # type: ignore[arg-type]
         }
     report["load_average_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report))
