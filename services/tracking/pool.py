@@ -434,7 +434,7 @@ class WorkerPool:
                 if state.idle and (state.repairs or state.ready):
                     task = state.repairs.popleft() if state.repairs else state.ready.popleft()
                     worker = state.idle.popleft()
-                    worker.conn.send(("chunk", task))
+                    self._send(worker, ("chunk", task))
                     state.running[worker.number] = (worker, task)
                     state.started[worker.number] = time.monotonic()
                     continue
@@ -547,12 +547,7 @@ class WorkerPool:
                     raise EOFError
                 message = worker.conn.recv()
             except (EOFError, OSError):
-                worker.process.join(1.0)
-                raise Unavailable(
-                    f"a tracking worker died (pid {worker.pid}, "
-                    f"exit code {worker.process.exitcode});"
-                    " it is restarted for the next request"
-                ) from None
+                raise self._died(worker) from None
             del state.running[worker.number]
             state.stats.busy_s += time.monotonic() - state.started.pop(worker.number)
             state.idle.append(worker)
@@ -572,6 +567,20 @@ class WorkerPool:
                 chunk.final = _splice(result, chunk.cold) if chunk.cold is not None else result
                 chunk.repairing = False
 
+    @staticmethod
+    def _died(worker: _Worker) -> Unavailable:
+        worker.process.join(1.0)
+        return Unavailable(
+            f"a tracking worker died (pid {worker.pid}, exit code {worker.process.exitcode});"
+            " it is restarted for the next request"
+        )
+
+    def _send(self, worker: _Worker, message: tuple) -> None:
+        try:
+            worker.conn.send(message)
+        except OSError:  # broken pipe: the worker is gone
+            raise self._died(worker) from None
+
     def _frame_buffer(self, workers: list[_Worker], size: int) -> _FrameBuffer:
         """The shared buffer (replaced by a larger one when ``size`` bytes do not fit), mapped by
         every worker of the job."""
@@ -588,8 +597,8 @@ class WorkerPool:
                 worker.conn.send(("buffer", buffer.number, buffer.size))
                 send_handle(worker.conn, buffer.fd, worker.process.pid or 0)
                 answer = worker.conn.recv() if worker.conn.poll(30.0) else None
-            except (EOFError, OSError) as exc:
-                raise Unavailable(f"tracking worker {worker.pid} is gone: {exc}") from exc
+            except (EOFError, OSError):
+                raise self._died(worker) from None
             if answer is None or answer[0] != "mapped":
                 raise Unavailable(f"tracking worker {worker.pid} could not map the frame buffer")
             worker.buffer = buffer.number
