@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
+from services.tracking.worker import Cadence
 
 
 def available_cores() -> int:
@@ -44,8 +45,12 @@ class TrackingSettings(ServiceSettings):
     max_side: int = 960
     #: Face detection at least every N frames while faces are followed by their landmarks.
     detect_every: int = 3
+    #: While no face is followed, face detection every N frames (and on every cut).
+    idle_detect_every: int = 2
     #: After a face is lost, detect on every frame for this many frames.
     recovery_frames: int = 10
+    #: A frame identical to the previous one reuses its faces.
+    reuse_duplicates: bool = True
     #: Grey-thumbnail difference (0-255) that counts as a cut and forces detection.
     cut_threshold: float = 20.0
     #: Most own frames per chunk, chunks per worker on short videos, and frames of overlap
@@ -63,3 +68,14 @@ class TrackingSettings(ServiceSettings):
     @property
     def pool_size(self) -> int:
         return self.workers if self.workers > 0 else available_cores()
+
+
+def cadence_of(settings: TrackingSettings) -> Cadence:
+    """The detection schedule the settings describe."""
+    return Cadence(
+        detect_every=settings.detect_every,
+        recovery_frames=settings.recovery_frames,
+        cut_threshold=settings.cut_threshold,
+        idle_detect_every=settings.idle_detect_every,
+        reuse_duplicates=settings.reuse_duplicates,
+    )

@@ -24,11 +24,10 @@ import numpy as np
 
 from services.common import ffmpeg
 from services.common.blocking import CancelToken
-from services.tracking.config import TrackingSettings, available_cores
+from services.tracking.config import TrackingSettings, available_cores, cadence_of
 from services.tracking.mesh import MeshOptions
 from services.tracking.pipeline import FrameFaces, Summary, TrackingOptions, track_video
 from services.tracking.pool import WorkerPool
-from services.tracking.worker import Cadence
 
 
 def parse_frames(spec: str, frame_count: int) -> list[int]:
@@ -137,7 +136,7 @@ def track(
     )
     options = TrackingOptions(
         mesh=mesh,
-        cadence=Cadence(settings.detect_every, settings.recovery_frames, settings.cut_threshold),
+        cadence=cadence_of(settings),
         workers=workers,
         max_side=settings.max_side,
         chunk_frames=settings.chunk_frames,

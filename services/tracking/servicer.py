@@ -12,7 +12,7 @@ from services.common.blocking import CancelToken, iterate_in_thread
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
-from services.tracking.config import TrackingSettings
+from services.tracking.config import TrackingSettings, cadence_of
 from services.tracking.mesh import MeshOptions
 from services.tracking.pipeline import (
     Event,
@@ -23,7 +23,6 @@ from services.tracking.pipeline import (
     track_video,
 )
 from services.tracking.pool import WorkerPool
-from services.tracking.worker import Cadence
 
 MAX_FACES_LIMIT = 50
 MAX_BATCH_FRAMES = 1000
@@ -39,11 +38,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             min_presence_confidence=settings.min_presence_confidence,
             refine_landmarks=settings.refine_landmarks,
         )
-        self._cadence = Cadence(
-            detect_every=settings.detect_every,
-            recovery_frames=settings.recovery_frames,
-            cut_threshold=settings.cut_threshold,
-        )
+        self._cadence = cadence_of(settings)
         self.pool = WorkerPool(
             settings.pool_size,
             self._default_mesh,

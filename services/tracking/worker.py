@@ -43,15 +43,23 @@ class Cadence:
         cut_threshold: mean absolute difference (0-255) between tiny grey thumbnails of
             consecutive frames above which the frame counts as a new shot and runs detection
             (within shots of the test clips it stays under 12; hard cuts give 25 and more).
+        idle_detect_every: while no face is followed, detection on every frame whose index is a
+            multiple of this (and on every cut).
+        reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
+            that frame's faces without running the models.
     """
 
     detect_every: int = 3
     recovery_frames: int = 10
     cut_threshold: float = 20.0
+    idle_detect_every: int = 2
+    reuse_duplicates: bool = True
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.idle_detect_every < 1:
+            raise ValueError(f"idle_detect_every must be >= 1, got {self.idle_detect_every}")
         if self.recovery_frames < 0:
             raise ValueError(f"recovery_frames must be >= 0, got {self.recovery_frames}")
 
@@ -156,6 +164,8 @@ class _Thumbnails:
 
     def __init__(self) -> None:
         self._previous: np.ndarray | None = None
+        #: The last comparison's difference (-1 when there was nothing to compare with).
+        self.last_difference = -1.0
 
     def is_cut(self, frame: np.ndarray, threshold: float) -> bool:
         height, width = frame.shape[:2]
@@ -165,8 +175,10 @@ class _Thumbnails:
         small = grid[:rows, :cols].reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3))
         previous, self._previous = self._previous, small
         if previous is None or previous.shape != small.shape:
+            self.last_difference = -1.0
             return False
-        return float(np.abs(small - previous).mean()) > threshold
+        self.last_difference = float(np.abs(small - previous).mean())
+        return self.last_difference > threshold
 
 
 def boxes_agree(a: np.ndarray, b: np.ndarray, min_iou: float = 0.9) -> bool:
@@ -234,6 +246,7 @@ def run_frames(
     points: list[np.ndarray] = []
     boundary: np.ndarray | None = None
     landmarks = np.zeros((0, mesh.options.landmark_count, 3), np.float32)
+    scores = np.zeros((0,), np.float32)
     agreeing = 0
     converged = False
     for index in range(start, len(frames)):
@@ -243,20 +256,34 @@ def run_frames(
         frame_index = first_frame - preroll + index
         cut = thumbnails.is_cut(frame, cadence.cut_threshold)
         previous = history[-1] if history else 0
-        detect = (
-            (index == start and seed is None)
-            or previous == 0
-            or cut
-            or frame_index % cadence.detect_every == 0
-            or (cadence.recovery_frames > 0 and previous < max(history))
-        )
-        detections += detect
-        landmarks, scores = mesh.process(
-            frame,
-            detect=bool(detect),
-            seeds=seed.landmarks if seed is not None and index == start else None,
-        )
-        history.append(len(landmarks))
+        if (
+            cadence.reuse_duplicates
+            and index > start
+            and thumbnails.last_difference == 0.0
+            and np.array_equal(frame, frames[index - 1])
+        ):
+            # The same picture again (a padded or repeated frame): the same faces.
+            history.append(len(landmarks))
+        else:
+            if previous == 0:
+                detect = (
+                    (index == start and seed is None)
+                    or cut
+                    or frame_index % cadence.idle_detect_every == 0
+                )
+            else:
+                detect = (
+                    cut
+                    or frame_index % cadence.detect_every == 0
+                    or (cadence.recovery_frames > 0 and previous < max(history))
+                )
+            detections += detect
+            landmarks, scores = mesh.process(
+                frame,
+                detect=detect,
+                seeds=seed.landmarks if seed is not None and index == start else None,
+            )
+            history.append(len(landmarks))
         if index < preroll:
             if index == preroll - 1:
                 boundary = extent(landmarks, out_width, out_height)
