@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,54 @@ def _display_size(info: ffmpeg.MediaInfo) -> tuple[int, int]:
 Event = Progress | list[FrameFaces] | Summary
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What the decoder and the chunking need to know about a video."""
+
+    width: int
+    height: int
+    frame_count: int
+
+
+class _ShapeChanged(Exception):
+    def __init__(self, shape: _Shape) -> None:
+        super().__init__(f"{shape.width}x{shape.height}")
+        self.shape = shape
+
+
+def _quick_shape(path: Path) -> _Shape | None:
+    """The frame size as OpenCV's demuxer sees it (milliseconds, in this process), or None.
+
+    ``ffprobe`` is authoritative but, as a process start, costs about a tenth of a second, which
+    is much of a short clip's processing time; it runs alongside and its answer is checked
+    before any result leaves (see :func:`track_video`).
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not capture.isOpened():
+            return None
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    if width <= 0 or height <= 0:
+        return None
+    if rotation in (90, 270):
+        width, height = height, width
+    return _Shape(width, height, max(frames, 0))
+
+
+def _probed_shape(info: ffmpeg.MediaInfo, path: Path) -> _Shape:
+    if not info.has_video or info.width <= 0 or info.height <= 0:
+        raise UndecodableMedia(f"no video stream in {path.name}")
+    width, height = _display_size(info)
+    return _Shape(width, height, max(info.frame_count, 0))
+
+
 def track_video(
     path: Path, options: TrackingOptions, pool: WorkerPool, token: CancelToken
 ) -> Iterator[Event]:
@@ -144,10 +193,29 @@ def track_video(
         Unavailable: the workers cannot run.
         Cancelled: the token was cancelled.
     """
-    info = ffmpeg.probe(path)
-    if not info.has_video or info.width <= 0 or info.height <= 0:
-        raise UndecodableMedia(f"no video stream in {path.name}")
-    width, height = _display_size(info)
+    with ThreadPoolExecutor(1, thread_name_prefix="probe") as probing:
+        probe = probing.submit(ffmpeg.probe, path)
+        shape = _quick_shape(path)
+        if shape is None:
+            shape = _probed_shape(probe.result(), path)
+        try:
+            yield from _track(path, shape, probe, options, pool, token)
+        except _ShapeChanged as changed:
+            # OpenCV and ffprobe disagree on the frame size (rotation metadata, say): redo it
+            # at ffprobe's size; nothing but progress has left yet.
+            log.warning("%s: frame size corrected to %s by ffprobe", path.name, changed)
+            yield from _track(path, changed.shape, probe, options, pool, token)
+
+
+def _track(
+    path: Path,
+    shape: _Shape,
+    probe: Future[ffmpeg.MediaInfo],
+    options: TrackingOptions,
+    pool: WorkerPool,
+    token: CancelToken,
+) -> Iterator[Event]:
+    width, height = shape.width, shape.height
     proc_w, proc_h = processing_size(width, height, options.max_side)
     frame_bytes = proc_w * proc_h * 3
     workers = max(1, min(options.workers, pool.size))
@@ -159,7 +227,7 @@ def track_video(
     overlap = min(options.overlap_frames, budget_frames // 2)
     chunk_frames = options.chunk_frames
     if options.chunks_per_worker:
-        balanced = math.ceil(max(info.frame_count, 1) / (options.chunks_per_worker * pool.size))
+        balanced = math.ceil(max(shape.frame_count, 1) / (options.chunks_per_worker * pool.size))
         chunk_frames = min(chunk_frames, max(balanced, 4 * max(overlap, 4)))
     chunk_frames = max(1, min(chunk_frames, budget_frames - overlap))
     plan = JobPlan(
@@ -172,15 +240,13 @@ def track_video(
         cadence=options.cadence,
         include_landmarks=options.include_landmarks,
     )
-    still = info.frame_count <= 1 and info.duration_s <= 0
-    fps = 0.0 if still else (info.avg_fps or info.real_fps)
-    total = max(info.frame_count, 0)
+    total = shape.frame_count
     log.info(
-        "tracking %s: %dx%d (processing %dx%d), ~%d frames at %.3f fps, %d workers, "
-        "chunks of %d+%d",
-        path.name, width, height, proc_w, proc_h, total, fps, workers, chunk_frames, overlap,
+        "tracking %s: %dx%d (processing %dx%d), ~%d frames, %d workers, chunks of %d+%d",
+        path.name, width, height, proc_w, proc_h, total, workers, chunk_frames, overlap,
     )  # fmt: skip
     yield Progress(0, total, "tracking")
+    fps: float | None = None
 
     tracker = FaceTracker(max_missed=options.max_missed)
     frames = ffmpeg.iter_frames(path, proc_w, proc_h, token=token)
@@ -192,6 +258,14 @@ def track_video(
     chunks = pool.run(frames, plan, token, stats)
     try:
         for result in chunks:
+            if fps is None:
+                # Nothing leaves before ffprobe has confirmed the frame size.
+                info = probe.result()
+                probed = _probed_shape(info, path)
+                if (probed.width, probed.height) != (width, height):
+                    raise _ShapeChanged(probed)
+                still = info.frame_count <= 1 and info.duration_s <= 0
+                fps = 0.0 if still else (info.avg_fps or info.real_fps)
             detections += result.detections
             for frame in _frames_of(result, tracker, fps, options):
                 batch.append(frame)
@@ -207,6 +281,7 @@ def track_video(
         chunks.close()
         frames.close()
     if done == 0:
+        _probed_shape(probe.result(), path)  # ffprobe's own complaint, when it has one
         raise UndecodableMedia(f"no frame of {path.name} could be decoded")
     if batch:
         yield Progress(done, done, "tracking")
@@ -219,7 +294,7 @@ def track_video(
         100 * stats.busy_s / max(1e-9, stats.wall_s * workers), stats.wall_s,
     )  # fmt: skip
     yield Summary(
-        done, fps, width, height, tracks, faces_total, workers, detections, stats.repaired
+        done, fps or 0.0, width, height, tracks, faces_total, workers, detections, stats.repaired
     )
 
 

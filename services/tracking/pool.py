@@ -44,11 +44,16 @@ from services.tracking.worker import (
     Seed,
     boxes_agree,
     extent,
+    progress_view,
 )
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+#: Frames decoded per turn of the job loop while a chunk is being filled.
+_FILL_STEP = 4
+#: Start of the shared buffer: per slot, frames written so far and the final count (-1: open).
+_HEADER_BYTES = 4096
 
 
 def _worker_main(conn: Connection, cancel, model_root: Path | None, default: MeshOptions) -> None:  # type: ignore[no-untyped-def]
@@ -223,11 +228,15 @@ class _FrameBuffer:
         return fd
 
     def slots(self, count: int, frames: int, height: int, width: int) -> np.ndarray:
-        """A ``count×frames×height×width×3`` view of the start of the buffer."""
+        """A ``count×frames×height×width×3`` view of the buffer after its header."""
         shape = (count, frames, height, width, 3)
-        if int(np.prod(shape)) > self.size:
+        if _HEADER_BYTES + int(np.prod(shape)) > self.size:
             raise ValueError("the frame buffer is too small for these slots")
-        return np.ndarray(shape, dtype=np.uint8, buffer=self._map)
+        return np.ndarray(shape, dtype=np.uint8, buffer=self._map, offset=_HEADER_BYTES)
+
+    def progress(self) -> np.ndarray:
+        """The header: per slot, ``(frames written, final frame count or -1)``."""
+        return progress_view(self._map)
 
     def close(self) -> None:
         with contextlib.suppress(BufferError):
@@ -411,23 +420,26 @@ class WorkerPool:
     ) -> Iterator[ChunkResult]:
         height, width = plan.frame_size
         overlap = plan.overlap_frames
-        buffer = self._frame_buffer(
-            workers, (len(workers) + 1) * (plan.chunk_frames + overlap) * height * width * 3
-        )
-        slots = buffer.slots(len(workers) + 1, plan.chunk_frames + overlap, height, width)
+        capacity = plan.chunk_frames + overlap
+        count = len(workers) + 1
+        buffer = self._frame_buffer(workers, _HEADER_BYTES + count * capacity * height * width * 3)
+        slots = buffer.slots(count, capacity, height, width)
+        progress = buffer.progress()
         slot_bytes = int(np.prod(slots.shape[1:]))
         self._cancel.value = False
         template = ChunkTask(
-            job=job, chunk=0, first_frame=0, buffer=buffer.number, offset=0, frames=0,
-            preroll=0, height=height, width=width, out_width=plan.out_size[0],
-            out_height=plan.out_size[1], options=plan.options, cadence=plan.cadence,
-            include_landmarks=plan.include_landmarks,
+            job=job, chunk=0, first_frame=0, buffer=buffer.number, slot=0, offset=0,
+            frames=capacity, preroll=0, height=height, width=width,
+            out_width=plan.out_size[0], out_height=plan.out_size[1], options=plan.options,
+            cadence=plan.cadence, include_landmarks=plan.include_landmarks,
         )  # fmt: skip
-        state = _JobState(idle=deque(workers), free_slots=deque(range(len(slots))), stats=stats)
+        state = _JobState(idle=deque(workers), free_slots=deque(range(count)), stats=stats)
         began = time.monotonic()
         tail: deque[np.ndarray] = deque(maxlen=overlap)
         next_frame = 0
         exhausted = False
+        # The chunk being decoded into its slot: (slot, frames written so far, preroll).
+        filling: tuple[int, int, int] | None = None
         try:
             while True:
                 token.raise_if_cancelled()
@@ -442,34 +454,54 @@ class WorkerPool:
                 if final is not None:
                     yield final
                     continue
-                if not state.ready and not exhausted and state.free_slots:
+                if state.repairs and state.idle:
+                    continue
+                if filling is None and not exhausted and state.free_slots:
+                    first = next(frames, None)
+                    token.raise_if_cancelled()
+                    if first is None:
+                        exhausted = True
+                        continue
+                    # A chunk is handed out as soon as its first frame is in: the worker follows
+                    # the decoder through the slot (see ``ChunkRunner.run``).
                     slot = state.free_slots.popleft()
                     view = slots[slot]
                     preroll = len(tail)
                     for i, previous in enumerate(tail):
                         view[i] = previous
-                    count = 0
-                    for frame in frames:
-                        view[preroll + count] = frame
-                        count += 1
-                        if count == plan.chunk_frames:
-                            break
-                    token.raise_if_cancelled()
-                    exhausted = count < plan.chunk_frames
-                    if count == 0:
-                        state.free_slots.append(slot)
-                        continue
-                    tail.extend(
-                        view[max(preroll, preroll + count - overlap) : preroll + count].copy()
-                    )
+                    view[preroll] = first
+                    progress[slot] = (preroll + 1, -1)
                     task = replace(
-                        template, chunk=len(state.chunks), first_frame=next_frame,
-                        offset=slot * slot_bytes, frames=preroll + count, preroll=preroll,
+                        template, chunk=len(state.chunks), first_frame=next_frame, slot=slot,
+                        offset=_HEADER_BYTES + slot * slot_bytes, preroll=preroll,
                     )  # fmt: skip
                     state.chunks.append(_Chunk(task, slot))
                     state.stats.chunks += 1
                     state.ready.append(task)
-                    next_frame += count
+                    filling = (slot, preroll + 1, preroll)
+                    continue
+                if filling is not None:
+                    slot, written, preroll = filling
+                    view = slots[slot]
+                    for _ in range(_FILL_STEP):
+                        if written == capacity:
+                            break
+                        frame = next(frames, None)
+                        if frame is None:
+                            exhausted = True
+                            break
+                        view[written] = frame
+                        written += 1
+                        progress[slot, 0] = written
+                    token.raise_if_cancelled()
+                    if written == capacity or exhausted:
+                        progress[slot, 1] = written
+                        tail.extend(view[max(preroll, written - overlap) : written].copy())
+                        next_frame += written - preroll
+                        filling = None
+                    else:
+                        filling = (slot, written, preroll)
+                    self._collect(state, timeout=0.0)
                     continue
                 if (
                     exhausted
@@ -531,13 +563,13 @@ class WorkerPool:
         chunk.cold = chunk.final = None  # the parent keeps no results it has handed on
         return final
 
-    def _collect(self, state: _JobState) -> None:
-        """Waits briefly for running chunks; records results, raises on failures."""
+    def _collect(self, state: _JobState, timeout: float = _POLL_S) -> None:
+        """Waits up to ``timeout`` for running chunks; records results, raises on failures."""
         by_handle: dict[object, tuple[_Worker, ChunkTask]] = {}
         for worker, task in state.running.values():
             by_handle[worker.conn] = by_handle[worker.process.sentinel] = (worker, task)
         handled: set[int] = set()
-        for handle in wait(list(by_handle), timeout=_POLL_S):
+        for handle in wait(list(by_handle), timeout=timeout):
             worker, task = by_handle[handle]
             if worker.number in handled:
                 continue

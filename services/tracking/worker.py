@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,10 @@ class ChunkTask:
         chunk: the chunk's number within the job.
         first_frame: the video frame index of the chunk's first own frame (after the preroll).
         buffer: number of the shared frame buffer (the worker has been handed its file).
+        slot: the chunk's slot (its progress entry in the buffer's header).
         offset: byte offset of this chunk's slot in the buffer.
-        frames: frames in the slot (preroll + own).
+        frames: capacity of the slot (preroll + own frames); the header says how many of them
+            the decoder has written so far, and how many there are once it knows.
         preroll: leading frames that belong to the previous chunk.
         height, width: processing frame size (the frames in the buffer).
         out_width, out_height: original frame size, the unit of every coordinate returned.
@@ -112,6 +115,7 @@ class ChunkTask:
     chunk: int
     first_frame: int
     buffer: int
+    slot: int
     offset: int
     frames: int
     preroll: int
@@ -181,6 +185,16 @@ class _Thumbnails:
         return self.last_difference > threshold
 
 
+#: Slots the buffer header has room for (16 bytes each in a 4 KiB page).
+MAX_SLOTS = 256
+
+
+def progress_view(buffer: Any) -> np.ndarray:
+    """The shared buffer's header: per slot, ``(frames written, final count or -1)`` (int64;
+    the parent writes a frame before counting it, and aligned 8-byte stores are atomic)."""
+    return np.ndarray((MAX_SLOTS, 2), dtype=np.int64, buffer=buffer, offset=0)
+
+
 def boxes_agree(a: np.ndarray, b: np.ndarray, min_iou: float = 0.9) -> bool:
     """Same number of faces, paired one to one with at least ``min_iou`` overlap."""
     if len(a) != len(b):
@@ -216,6 +230,7 @@ def run_frames(
     converge_frames: int = 3,
     cancelled: Any = None,
     chunk: int = 0,
+    frame_ready: Any = None,
 ) -> ChunkResult:
     """Runs a slot of frames (``T×H×W×3`` RGB) through a freshly reset graph.
 
@@ -229,7 +244,15 @@ def run_frames(
         cancelled: polled before every frame; when it returns true the run stops with
             :class:`InterruptedError`.
         chunk: the chunk's number, copied into the result.
+        frame_ready: ``frame_ready(i)`` waits until frame ``i`` of the slot is there and says
+            whether it exists (False past the slot's last frame); by default all of ``frames``
+            are there.
     """
+    if frame_ready is None:
+
+        def frame_ready(i: int) -> bool:
+            return i < len(frames)
+
     mesh.reset(seedable=seed is not None)
     thumbnails = _Thumbnails()
     history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames))
@@ -249,7 +272,9 @@ def run_frames(
     scores = np.zeros((0,), np.float32)
     agreeing = 0
     converged = False
-    for index in range(start, len(frames)):
+    index = start - 1
+    while frame_ready(index + 1):
+        index += 1
         if cancelled is not None and cancelled():
             raise InterruptedError("chunk cancelled")
         frame = frames[index]
@@ -370,6 +395,20 @@ class ChunkRunner:
             buffer=self._buffer,
             offset=task.offset,
         )
+        progress = progress_view(self._buffer)[task.slot]
+
+        def frame_ready(index: int) -> bool:
+            """Waits for the decoder to write frame ``index`` of the slot (or to finish)."""
+            while True:
+                written, total = int(progress[0]), int(progress[1])
+                if index < written:
+                    return True
+                if 0 <= total <= index or index >= task.frames:
+                    return False
+                if cancelled is not None and cancelled():
+                    raise InterruptedError("chunk cancelled")
+                time.sleep(0.0005)
+
         try:
             return run_frames(
                 self._graph(task.options),
@@ -385,9 +424,10 @@ class ChunkRunner:
                 converge_frames=task.converge_frames,
                 cancelled=cancelled,
                 chunk=task.chunk,
+                frame_ready=frame_ready,
             )
         finally:
-            del frames  # no view may outlive the mapping
+            del frames  # no view may outlive the mapping (the progress view goes with frame_ready)
 
     def close(self) -> None:
         self.unmap_buffer()

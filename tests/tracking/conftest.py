@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def tracking_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for relative in MEDIA:
         shutil.copy2(testdata(relative), root / Path(relative).name)
     (root / "notes.txt").write_text("not a video\n")
+    # two_people.jpg turned on its side, with rotation metadata that turns it upright again
+    # (like a phone video): 5 frames, coded 330x562, displayed 562x330.
+    ffmpeg = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    sideways = root / "sideways.mp4"
+    subprocess.run(
+        [*ffmpeg, "-loop", "1", "-i", str(testdata("images/two_people.jpg")), "-t", "1",
+         "-r", "5", "-vf", "transpose=1,scale=330:562", "-c:v", "libx264", "-pix_fmt",
+         "yuv420p", str(sideways)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*ffmpeg, "-i", str(sideways), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+         str(root / "rotated.mp4")],
+        check=True,
+    )  # fmt: skip
+    sideways.unlink()
     # The first 200 kB of an mp4 whose index (moov) is at the end: unreadable.
     (root / "truncated.mp4").write_bytes(
         testdata("video/short_hamilton_clip.mp4").read_bytes()[:200_000]

@@ -98,6 +98,17 @@ async def test_a_still_image_is_a_one_frame_video(
         assert found[0].centroid_x < found[1].centroid_x
 
 
+async def test_a_rotated_video_is_tracked_upright(tracking_stub, run_track) -> None:
+    _, frames, summary = await run_track(tracking_stub, "rotated.mp4")
+    assert (summary.width, summary.height, summary.frame_count) == (562, 330, 5)
+    assert summary.fps == pytest.approx(5.0)
+    # Sideways faces are not found: two faces on every frame means the frames were upright.
+    assert [len(f.faces) for f in frames] == [2] * 5
+    assert all(
+        0 <= f.bbox.x_max <= 562 and 0 <= f.bbox.y_max <= 330 for x in frames for f in x.faces
+    )
+
+
 async def test_a_real_clip_streams_every_frame_and_the_speaker_keeps_one_id(
     tracking_stub, run_track
 ) -> None:
