@@ -47,7 +47,7 @@ class OrchestratorSettings(ServiceSettings):
     deadline_base_s: float = 600.0
     deadline_per_media_s: float = 30.0
     #: Attempts of one call (1 = no retry), and the exponential backoff between them.
-    retry_attempts: int = 8
+    retry_attempts: int = 10
     retry_initial_backoff_s: float = 0.5
     retry_max_backoff_s: float = 8.0
 

@@ -609,7 +609,8 @@ class Orchestrator:
             if reason == "internal":
                 log.exception("preparing %s failed", video.path)
             await self._set_step(context, "normalize", state=st.FAILED, error=message,
-                                 finished=True)
+                                 add_attempt=True, started=True)
+            await self._set_step(context, "normalize", finished=True)
             raise StepFailed("normalize", reason, message) from exc
 
     async def _normalize_then_track(self, context: VideoContext) -> None:

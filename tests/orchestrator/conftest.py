@@ -116,6 +116,7 @@ def job_settings(stack: Stack, request: pytest.FixtureRequest) -> OrchestratorSe
         extract_dir=f"{base}/extracted",
         work_dir=f"{base}/work",
         retry_initial_backoff_s=0.25,
+        retry_attempts=12,  # a restarted service may need a minute on a busy machine
         **stack.addresses(),
     )
 

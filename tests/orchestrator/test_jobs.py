@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from orchestrator import legacy
 from orchestrator import store as st
+from orchestrator.clients import Clients
 from orchestrator.config import OrchestratorSettings
 from orchestrator.outputs import leftover_temp_files
 from orchestrator.runner import Orchestrator
@@ -219,6 +220,8 @@ async def test_a_corrupt_video_among_good_ones(
     truncated = job_settings.media_root / folder / "truncated.mp4"
     truncated.write_bytes(HAMILTON.read_bytes()[:60_000])
     (job_settings.media_root / folder / "noise.mov").write_bytes(os.urandom(50_000))
+    retries_before = _metric("videoanalysis_orchestrator_step_retries_total", step="probe",
+                             grpc_code="FAILED_PRECONDITION")
     job = await finished(orchestrator, await orchestrator.submit([folder]))
     assert job.state == st.COMPLETED_WITH_ERRORS
     states = {Path(v.path).name: v for v in job.videos}
@@ -229,11 +232,14 @@ async def test_a_corrupt_video_among_good_ones(
         assert bad.state == st.FAILED
         assert bad.error.startswith("normalize: ") and "FAILED_PRECONDITION" in bad.error
         assert bad.steps["normalize"].state == st.FAILED
+        assert bad.steps["normalize"].attempts == 1  # FAILED_PRECONDITION is not retried
         assert bad.steps["finalize"].state == st.PENDING
         assert name in job.error
         out = job_settings.media_root / bad.output_dir
         assert not list(out.glob(f"{Path(name).stem}_*"))
     assert "2 of 3 videos failed" in job.error
+    assert _metric("videoanalysis_orchestrator_step_retries_total", step="probe",
+                   grpc_code="FAILED_PRECONDITION") == retries_before
     assert leftover_temp_files(job_settings.media_root) == []
 
 
@@ -565,3 +571,24 @@ async def test_the_cli_brings_outside_files_in_and_reports_failures(
     failed = await asyncio.to_thread(_cli, job_settings, str(broken))
     assert failed.returncode == 1
     assert "cli_broken.mp4" in failed.stdout and "failed" in failed.stdout
+
+
+async def test_round_robin_uses_the_live_replica_when_another_is_down(
+    job_settings: OrchestratorSettings, put: Callable[..., str]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    settings = job_settings.model_copy(update={
+        name: f"{dead},{getattr(job_settings, name)}"
+        for name in ("scene_addr", "audio_addr", "tracking_addr")
+    })
+    store = await st.JobStore.open(settings.database())
+    clients = Clients.open(settings)
+    running = Orchestrator(settings, store, clients)
+    try:
+        clip = put(HAMILTON, "replicas.mp4", start_s=4, duration_s=2)
+        job = await finished(running, await running.submit([clip]))
+        assert (job.state, job.error) == (st.COMPLETED, "")
+    finally:
+        await running.close()
+        await clients.close()
+        await store.close()
