@@ -112,7 +112,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
                 return (_response(event) for event in track_video(path, options, self.pool, token))
 
             frames_done = metrics.FRAMES_PROCESSED.labels("tracking")
-            async for response in iterate_in_thread(produce, cancel_token(context), max_pending=4):
+            async for response in iterate_in_thread(produce, cancel_token(context), max_pending=32):
                 if response.HasField("frames"):
                     frames_done.inc(len(response.frames.frames))
                 yield response
