@@ -102,6 +102,8 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
     async def DetectScenes(
         self, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[scene_pb2.DetectScenesResponse]:
+        """Streams progress (frames done / estimated total), each boundary once it is final, then
+        the result. FAILED_PRECONDITION when the media has no decodable video frame."""
         async with mapped_errors(context):
             params = self._params(request)
             path = self._media.resolve(request.media.path)
