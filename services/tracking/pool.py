@@ -1,14 +1,23 @@
 """A persistent pool of worker processes, each holding its own face graphs.
 
-The parent decodes the video once and writes consecutive frames into slots of a shared buffer (a
-file in ``/dev/shm`` mapped by every process, so frames are never pickled); each slot holds one
-chunk plus the few frames before it (the overlap, see :mod:`services.tracking.worker`). Idle
-workers get the next filled slot; results come back out of order and are handed on in order.
-Memory is bounded by the slots: ``workers + 1`` of them.
+Frames travel through shared memory, never through pipes: the parent decodes the video once and
+writes consecutive frames into slots of one buffer (an anonymous in-memory file whose descriptor
+each worker receives over its pipe and maps). A slot holds one chunk and, before it, the last
+frames of the previous chunk (the overlap, see :mod:`services.tracking.worker`). A chunk goes to an
+idle worker as soon as its first frame is in; the worker follows the decoder through the slot (a
+small header counts the frames written). Memory is bounded by the slots: ``workers + 1``.
+
+Results come back out of order and are handed on in order. A chunk's result becomes final once the
+chunk before it is final: if the chunk started on the faces the previous one was following (and
+nothing was lost just before the edge), it stands; otherwise the chunk is re-run from the previous
+chunk's final state, up to where the two runs agree. So chunk edges neither drop a face that only
+landmark tracking keeps nor change the ids; the results depend on the chunking, which depends on
+the video and the pool size only, never on how many workers a request uses.
 
 The pool serves one job at a time (a job uses all the workers it asks for); other jobs wait their
 turn. A worker that cannot load its models, dies, or fails on a chunk fails the job with a clear
-error; a cancelled job stops every worker within a frame.
+error (and a dead worker is replaced before the next job); a cancelled job stops every worker
+within a frame.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ class Cadence:
         cut_threshold: mean absolute difference (0-255) between tiny grey thumbnails of
             consecutive frames above which the frame counts as a new shot and runs detection
             (within shots of the test clips it stays under 12; hard cuts give 25 and more).
-        idle_detect_every: while no face is followed, detection on every frame whose index is a
-            multiple of this (and on every cut).
+        idle_detect_every: while no face has been followed for ``recovery_frames``, detection
+            on every frame whose index is a multiple of this (and on every cut).
         reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
             that frame's faces without running the models.
     """
@@ -290,18 +290,15 @@ def run_frames(
             # The same picture again (a padded or repeated frame): the same faces.
             history.append(len(landmarks))
         else:
-            if previous == 0:
+            recently_lost = cadence.recovery_frames > 0 and previous < max(history, default=0)
+            if previous == 0 and not recently_lost:
                 detect = (
                     (index == start and seed is None)
                     or cut
                     or frame_index % cadence.idle_detect_every == 0
                 )
             else:
-                detect = (
-                    cut
-                    or frame_index % cadence.detect_every == 0
-                    or (cadence.recovery_frames > 0 and previous < max(history))
-                )
+                detect = cut or recently_lost or frame_index % cadence.detect_every == 0
             detections += detect
             landmarks, scores = mesh.process(
                 frame,
