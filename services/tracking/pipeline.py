@@ -115,12 +115,12 @@ class TrackingOptions:
 
 
 def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The decode size: the original scaled down (never up) so its longest side fits
-    ``max_side``; even numbers, as ffmpeg's scaler prefers."""
-    scale = min(1.0, max_side / max(width, height))
-    w = max(2, round(width * scale / 2) * 2)
-    h = max(2, round(height * scale / 2) * 2)
-    return w, h
+    """The decode size: the original, or scaled down (never up) so that its longest side fits
+    ``max_side`` (even numbers then, as ffmpeg's scaler prefers)."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 def _display_size(info: ffmpeg.MediaInfo) -> tuple[int, int]:
