@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
+import numpy as np
 
 from protos.videoanalysis.v1 import tracking_pb2, tracking_pb2_grpc
 from services.common import metrics
@@ -112,7 +113,9 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
                 return (_response(event) for event in track_video(path, options, self.pool, token))
 
             frames_done = metrics.FRAMES_PROCESSED.labels("tracking")
-            async for response in iterate_in_thread(produce, cancel_token(context), max_pending=32):
+            # Up to 8 batches wait for the sender: enough that a momentarily slow client does not
+            # stall the workers, bounded (a batch with landmarks holds a few MiB).
+            async for response in iterate_in_thread(produce, cancel_token(context), max_pending=16):
                 if response.HasField("frames"):
                     frames_done.inc(len(response.frames.frames))
                 yield response
@@ -149,28 +152,41 @@ def _response(event: Event) -> tracking_pb2.TrackResponse:
     )
 
 
+# ``TrackedFace.landmarks`` (field 9) on the wire: per point the field's tag and length, then
+# x, y and z as tagged 32-bit floats.
+_LANDMARK_FIELD = np.array([0x4A, 0x0F], np.uint8)
+
+
+def landmark_field_bytes(points: np.ndarray) -> bytes:
+    """``N×3`` landmarks as the wire bytes of the repeated ``landmarks`` field of a
+    ``TrackedFace`` (merged into the message: hundreds of points a face, built in one go)."""
+    count = len(points)
+    records = np.empty((count, 17), np.uint8)
+    records[:, 0:2] = _LANDMARK_FIELD
+    values = np.ascontiguousarray(points, dtype="<f4").view(np.uint8).reshape(count, 3, 4)
+    for i, tag in enumerate((0x0D, 0x15, 0x1D)):
+        records[:, 2 + 5 * i] = tag
+        records[:, 3 + 5 * i : 7 + 5 * i] = values[:, i]
+    return records.tobytes()
+
+
 def _frame(frame: FrameFaces) -> tracking_pb2.FrameFaces:
     faces = []
     for face in frame.faces:
         x_min, y_min, x_max, y_max = face.bbox
-        landmarks = (
-            [tracking_pb2.Landmark(x=x, y=y, z=z) for x, y, z in face.landmarks.tolist()]
-            if face.landmarks is not None
-            else []
+        message = tracking_pb2.TrackedFace(
+            track_id=face.track_id,
+            bbox=tracking_pb2.BoundingBox(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max),
+            centroid_x=face.centroid[0],
+            centroid_y=face.centroid[1],
+            confidence=face.confidence,
+            mouth_openness=face.mouth_openness,
+            jaw_open=face.jaw_open,
+            pose=tracking_pb2.HeadPose(
+                yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll
+            ),
         )
-        faces.append(
-            tracking_pb2.TrackedFace(
-                track_id=face.track_id,
-                bbox=tracking_pb2.BoundingBox(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max),
-                centroid_x=face.centroid[0],
-                centroid_y=face.centroid[1],
-                confidence=face.confidence,
-                mouth_openness=face.mouth_openness,
-                jaw_open=face.jaw_open,
-                pose=tracking_pb2.HeadPose(
-                    yaw=face.pose.yaw, pitch=face.pose.pitch, roll=face.pose.roll
-                ),
-                landmarks=landmarks,
-            )
-        )
+        if face.landmarks is not None:
+            message.MergeFromString(landmark_field_bytes(face.landmarks))
+        faces.append(message)
     return tracking_pb2.FrameFaces(frame_index=frame.frame_index, time_s=frame.time_s, faces=faces)

@@ -19,3 +19,20 @@ def test_overlay_frame_lists() -> None:
     assert parse_frames("95-105", 100) == [95, 96, 97, 98, 99]
     assert parse_frames("", 10) == []
     assert colour("obj_1") == colour("obj_1") != colour("obj_2")
+
+
+def test_landmark_wire_bytes_equal_building_the_messages() -> None:
+    import numpy as np
+
+    from protos.videoanalysis.v1 import tracking_pb2
+    from services.tracking.servicer import landmark_field_bytes
+
+    points = np.array([[1.5, -2.25, 0.0], [640.0, 359.5, -12.125], [0.0, 0.0, 0.0]], np.float32)
+    fast = tracking_pb2.TrackedFace(track_id="obj_1")
+    fast.MergeFromString(landmark_field_bytes(points))
+    slow = tracking_pb2.TrackedFace(
+        track_id="obj_1",
+        landmarks=[tracking_pb2.Landmark(x=x, y=y, z=z) for x, y, z in points.tolist()],
+    )
+    assert fast == slow
+    assert [[p.x, p.y, p.z] for p in fast.landmarks] == points.tolist()
