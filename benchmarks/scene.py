@@ -87,6 +87,10 @@ async def _run_service(video: Path, settings: SceneSettings, rounds: int, refere
         "load_s": load_s,
         "service_s": min(service_times),
         "reference": min(reference_runs, key=lambda run: run["seconds"]),
+        "rounds_s": {
+            "service": [round(t, 2) for t in service_times],
+            "reference": [round(run["seconds"], 2) for run in reference_runs],
+        },
     }
 
 
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_s": round(runs["load_s"], 2),
         "frames_per_s": {name: t["fps"] for name, t in timings.items()},
         "seconds": {name: t["seconds"] for name, t in timings.items()},
+        "rounds_seconds": runs["rounds_s"],
         "speed_ratio_service_vs_reference": round(
             runs and reference["seconds"] / runs["service_s"], 3
         ),

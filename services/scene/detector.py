@@ -226,7 +226,7 @@ class SceneDetector:
         self,
         *,
         device: str = "auto",
-        batch_windows: int = 4,
+        batch_windows: int = 2,
         torch_threads: int = 0,
         amp: bool = True,
         ffmpeg_threads: int = 0,
