@@ -140,16 +140,32 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def suppress_duplicates(features: np.ndarray, *, max_iou: float = 0.5) -> np.ndarray:
-    """Indices of the faces to keep when two boxes of one frame overlap more than ``max_iou``
-    (the more confident one wins). The face graph can follow one face twice for a frame when a
-    fresh detection and an older landmark region drift apart."""
+def _containment(boxes: np.ndarray) -> np.ndarray:
+    """Share of each box's area (row) that lies inside each other box (column)."""
+    a = boxes[:, None, :].astype(np.float64)
+    b = boxes[None, :, :].astype(np.float64)
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    return np.where(area > 0, iw * ih / np.maximum(area, 1e-9), 0.0)
+
+
+def suppress_duplicates(
+    features: np.ndarray, *, max_iou: float = 0.5, max_inside: float = 0.7
+) -> np.ndarray:
+    """Indices of the faces to keep when two boxes of one frame are one face: they overlap more
+    than ``max_iou``, or one lies mostly (``max_inside`` of its area) inside the other. The more
+    confident face wins. The face graph can follow one face twice when a fresh detection and an
+    older landmark region drift apart, or fit a loose oversized mesh around a real face."""
     if len(features) < 2:
         return np.arange(len(features))
     order = np.argsort(-np.nan_to_num(features[:, 6], nan=0.0), kind="stable")
-    overlaps = iou_matrix(features[:, :4], features[:, :4])
+    boxes = features[:, :4]
+    overlaps = iou_matrix(boxes, boxes)
+    contained = _containment(boxes) > max_inside
+    same = (overlaps > max_iou) | contained | contained.T
     kept: list[int] = []
     for index in order:
-        if all(overlaps[index, other] <= max_iou for other in kept):
+        if not any(same[index, other] for other in kept):
             kept.append(int(index))
     return np.array(sorted(kept), dtype=np.int64)

@@ -120,3 +120,7 @@ def test_iou_and_duplicate_suppression() -> None:
     features[:, :4] = [[0, 0, 10, 10], [1, 0, 11, 10], [100, 100, 110, 110]]
     features[:, 6] = [0.6, 0.9, 0.7]
     assert geometry.suppress_duplicates(features).tolist() == [1, 2]
+    # A loose, less confident box around a real face is the same face; neighbours are not.
+    features[:, :4] = [[0, 0, 100, 100], [30, 30, 70, 70], [100, 0, 160, 60]]
+    features[:, 6] = [0.45, 0.99, 0.98]
+    assert geometry.suppress_duplicates(features).tolist() == [1, 2]
