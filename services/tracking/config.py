@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -11,12 +12,34 @@ from services.common.config import ServiceSettings
 from services.tracking.worker import Cadence
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+def _cgroup_cpu_limit(root: Path) -> float | None:
+    """CPUs a cgroup quota allows (v2 ``cpu.max`` or v1 ``cfs_quota_us``), None if unlimited."""
     try:
-        return len(os.sched_getaffinity(0))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def available_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process is given: its CPU affinity (a container's cpuset), capped by a CPU
+    quota (a Kubernetes CPU limit), at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
+    return max(1, cores)
 
 
 class TrackingSettings(ServiceSettings):
@@ -24,7 +47,8 @@ class TrackingSettings(ServiceSettings):
 
     port: int = 50054
     metrics_port: int = 9104
-    #: Worker processes (one face graph each); 0 means one per available core.
+    #: Worker processes (one face graph each); 0 means one per core given (CPU affinity, capped
+    #: by a cgroup CPU quota such as a Kubernetes limit).
     workers: int = 0
     #: Folder holding ``mediapipe/modules/...``; empty means the installed mediapipe package.
     model_root: Path | None = None

@@ -36,3 +36,21 @@ def test_landmark_wire_bytes_equal_building_the_messages() -> None:
     )
     assert fast == slow
     assert [[p.x, p.y, p.z] for p in fast.landmarks] == points.tolist()
+
+
+def test_available_cores_respects_a_cpu_quota(tmp_path) -> None:
+    import os
+
+    from services.tracking.config import available_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path) == affinity  # no cgroup files: the affinity
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cores(tmp_path) == affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    assert available_cores(tmp_path) == min(affinity, 2)
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cores(tmp_path) == 1
