@@ -299,12 +299,13 @@ def run_frames(
                 )
             else:
                 detect = cut or recently_lost or frame_index % cadence.detect_every == 0
+            seeds = seed.landmarks if seed is not None and index == start else None
             detections += detect
-            landmarks, scores = mesh.process(
-                frame,
-                detect=detect,
-                seeds=seed.landmarks if seed is not None and index == start else None,
-            )
+            if detect or previous or seeds is not None:
+                landmarks, scores = mesh.process(frame, detect=detect, seeds=seeds)
+            else:
+                # Nothing followed and no detection: the graph would find nothing and stay empty.
+                landmarks, scores = landmarks[:0], scores[:0]
             history.append(len(landmarks))
         if index < preroll:
             if index == preroll - 1:
