@@ -4,6 +4,12 @@ The parent decodes once with ffmpeg at the processing size, the worker pool find
 by chunk, and the results are put back in frame order and given track ids here, frame after frame
 (association is cheap; doing it in one place over the whole video means chunk edges cannot break or
 swap ids: every frame, a chunk's first included, is matched against the tracks as they stand).
+
+Frame numbers are those of ffmpeg's constant-rate output, counted from the container's start: a
+video stream that starts after its audio gets copies of its first frame in front (25 of them in
+``short_hamilton_clip.mp4``), so ``time_s = frame_index / fps`` is on the same clock as the
+audio. (The 25 fps files the ingest service writes start at zero: there, nothing is added.)
+A still image is a one-frame video with ``fps`` 0.
 """
 
 from __future__ import annotations
