@@ -30,7 +30,7 @@ class SceneSettings(ServiceSettings):
     #: ffmpeg decoder threads; 0 lets ffmpeg choose.
     ffmpeg_threads: int = Field(default=0, ge=0)
     #: Decoded frames (3.9 kB each) the decoder may run ahead of inference.
-    decode_queue_frames: int = Field(default=1000, ge=1)
+    decode_queue_frames: int = Field(default=5000, ge=1)
     #: Defaults for requests that leave these fields at 0.
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
     min_scene_frames: int = Field(default=DEFAULT_MIN_SCENE_FRAMES, ge=0)

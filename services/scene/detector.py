@@ -230,7 +230,7 @@ class SceneDetector:
         torch_threads: int = 0,
         amp: bool = True,
         ffmpeg_threads: int = 0,
-        decode_queue_frames: int = 1000,
+        decode_queue_frames: int = 5000,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
