@@ -31,7 +31,7 @@ from protos.videoanalysis.v1 import (
     tracking_pb2_grpc,
 )
 from services.common import metrics
-from services.common.channels import _RequestIdClientInterceptor, channel_target
+from services.common.channels import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -365,28 +365,18 @@ class TrackingClient(ServiceClient):
         return output
 
 
-_SERVICE_CONFIG = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+#: gRPC's default reconnect backoff grows to 120 s; a replica that restarts (crash, rollout) would
+#: then stay unused long after it is back. Capped at 2 s here, a retried call finds it.
+_FAST_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+)
 
 
 def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Channel:
-    """``services.common.channels.open_channel`` plus a short reconnect backoff.
-
-    gRPC's default reconnect backoff grows to 120 s; a replica that restarts (crash, rollout)
-    would then stay unused long after it is back. Capped at 2 s here, a retried call finds it.
-    """
-    return grpc.aio.insecure_channel(
-        channel_target(addresses),
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.min_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
-        ],
-        interceptors=[_RequestIdClientInterceptor()],
-    )
+    """``services.common.channels.open_channel`` plus a short reconnect backoff."""
+    return open_channel(addresses, max_message_bytes, extra_options=_FAST_RECONNECT)
 
 
 def _only_result(service: str, results: list[Any]) -> Any:

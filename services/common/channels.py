@@ -77,7 +77,9 @@ class _RequestIdClientInterceptor(
 
 
 def open_channel(
-    addresses: str | Sequence[str], max_message_bytes: int = 64 * 1024 * 1024
+    addresses: str | Sequence[str],
+    max_message_bytes: int = 64 * 1024 * 1024,
+    extra_options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """An insecure channel with ``round_robin`` over ``addresses`` and request-id propagation."""
     return grpc.aio.insecure_channel(
@@ -87,6 +89,7 @@ def open_channel(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
+            *extra_options,
         ],
         interceptors=[_RequestIdClientInterceptor()],
     )

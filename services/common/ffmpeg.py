@@ -216,8 +216,12 @@ def iter_frames(
     token: CancelToken | None = None,
     threads: int = 0,
     pix_fmt: str = "rgb24",
+    scale_flags: str = "area",
 ) -> Iterator[np.ndarray]:
     """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
+
+    ``scale_flags`` names swscale's filter; a model that must see exactly its reference's pixels
+    passes the one the reference used.
 
     A file with no decodable video is reported by the caller (no frames come out); a decoder that
     exits with an error raises :class:`UndecodableMedia`.
@@ -226,7 +230,7 @@ def iter_frames(
     filters = []
     if fps:
         filters.append(f"fps={fps:g}")
-    filters.append(f"scale={width}:{height}:flags=area")
+    filters.append(f"scale={width}:{height}:flags={scale_flags}")
     cmd = [
         ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
         "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),

@@ -120,7 +120,9 @@ class RequestIdInterceptor(_WrappingInterceptor):
         try:
             yield _noop
         finally:
-            request_id_var.reset(token)
+            # A client cancelling a stream can finish the generator in another context.
+            with contextlib.suppress(ValueError):
+                request_id_var.reset(token)
 
 
 class MetricsInterceptor(_WrappingInterceptor):

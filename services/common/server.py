@@ -38,12 +38,14 @@ class ServiceDefinition:
         register: adds the servicer to a server.
         load: blocking warm-up (model loading) run in a thread before readiness turns SERVING.
         model: label for the model-load metric.
+        close: blocking clean-up (worker pools, child processes) run after the server stopped.
     """
 
     name: str
     register: Callable[[grpc.aio.Server], None]
     load: Callable[[], None] | None = None
     model: str = ""
+    close: Callable[[], None] | None = None
 
 
 @dataclass
@@ -72,8 +74,12 @@ class RunningServer:
             await self.health.set(service.name, SERVING)
 
     async def stop(self, grace_s: float) -> None:
+        """NOT_SERVING everywhere, drain in-flight RPCs for ``grace_s``, then release resources."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        for service in self.services:
+            if service.close is not None:
+                await asyncio.to_thread(service.close)
 
 
 async def start_server(

