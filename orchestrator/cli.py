@@ -138,8 +138,12 @@ class ProgressView:
         key = (video, step)
         if key not in self._tasks:
             self._tasks[key] = self.progress.add_task(
-                f"{Path(video).name[:28]:28} {step:9}", total=None, counts="", eta=0.0,
-                state=st.PENDING, detail="",
+                f"{Path(video).name[:28]:28} {step:9}",
+                total=None,
+                counts="",
+                eta=0.0,
+                state=st.PENDING,
+                detail="",
             )
         return self._tasks[key]
 
@@ -165,7 +169,12 @@ class ProgressView:
         if state == st.SKIPPED:
             detail = "cached"
         self.progress.update(
-            task, total=total, completed=done, counts=counts, eta=step.eta_s, state=state,
+            task,
+            total=total,
+            completed=done,
+            counts=counts,
+            eta=step.eta_s,
+            state=state,
             detail=detail[:60],
         )
 
@@ -179,9 +188,7 @@ async def _follow(orchestrator: Orchestrator, job_id: str, view: ProgressView) -
         elif event.HasField("log") and event.log.severity in ("WARNING", "ERROR"):
             view.progress.console.print(f"[yellow]{event.log.message}")
         elif event.HasField("error"):
-            view.progress.console.print(
-                f"[red]{event.error.subject}: {event.error.message}"
-            )
+            view.progress.console.print(f"[red]{event.error.subject}: {event.error.message}")
 
 
 # Summary.
@@ -189,15 +196,24 @@ async def _follow(orchestrator: Orchestrator, job_id: str, view: ProgressView) -
 
 def summary_table(job: st.JobRow) -> Table:
     table = Table(title=f"job {job.job_id}: {job.state}", show_lines=False)
-    for column in ("video", "state", "time", "shots", "speakers", "faces",
-                   "speaking face-frames\n(fused / legacy rule)", "outputs"):
+    for column in (
+        "video",
+        "state",
+        "time",
+        "shots",
+        "speakers",
+        "faces",
+        "speaking face-frames\n(fused / legacy rule)",
+        "outputs",
+    ):
         table.add_column(column)
     for video in job.videos:
         steps = video.steps
         times = [s for s in steps.values() if s.started_at and s.finished_at]
         elapsed = (
             max(s.finished_at for s in times) - min(s.started_at for s in times)  # type: ignore[type-var,operator]
-            if times else 0.0
+            if times
+            else 0.0
         )
         fused = steps["fuse"].result
         speakers = steps["audio"].result.get("speakers") or list(
@@ -212,7 +228,8 @@ def summary_table(job: st.JobRow) -> Table:
             str(len(speakers)) if fused else "",
             str(fused.get("faces", "")),
             f"{fused['speaking_face_frames']} / {fused['legacy_speaking_face_frames']}"
-            if "speaking_face_frames" in fused else "",
+            if "speaking_face_frames" in fused
+            else "",
             video.output_dir if video.state == st.SUCCEEDED else Text(video.error, style="red"),
         )
     return table
@@ -240,8 +257,10 @@ def _settings(args: argparse.Namespace) -> OrchestratorSettings:
 
 
 def _options(args: argparse.Namespace) -> orchestrator_pb2.JobOptions:
-    modes = {"merged": scene_pb2.DetectScenesRequest.MODE_MERGED,
-             "legacy": scene_pb2.DetectScenesRequest.MODE_LEGACY}
+    modes = {
+        "merged": scene_pb2.DetectScenesRequest.MODE_MERGED,
+        "legacy": scene_pb2.DetectScenesRequest.MODE_LEGACY,
+    }
     return orchestrator_pb2.JobOptions(
         scene_mode=modes.get(args.scene_mode, scene_pb2.DetectScenesRequest.MODE_UNSPECIFIED),
         num_speakers=args.num_speakers,
@@ -265,8 +284,7 @@ async def _local_stack(
             with console.status(f"starting {', '.join(missing)} (loading models)..."):
                 addresses = await stack.start(missing)
             console.print(
-                f"services ready in {time.perf_counter() - started:.1f} s "
-                f"(logs in {stack.log_dir})"
+                f"services ready in {time.perf_counter() - started:.1f} s (logs in {stack.log_dir})"
             )
         else:
             addresses = await stack.start(missing)
@@ -362,8 +380,10 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="analyse videos, archives or folders now")
     run.add_argument("paths", nargs="+", help="videos, archives or folders")
-    run.add_argument("--media-root", help="work folder shared with the services "
-                     "(default: ORCH_MEDIA_ROOT or ./media)")
+    run.add_argument(
+        "--media-root",
+        help="work folder shared with the services (default: ORCH_MEDIA_ROOT or ./media)",
+    )
     run.add_argument("--output", help="output folder relative to the media root (default: output)")
     run.add_argument("--label", default="", help="free text shown in job lists")
     run.add_argument("--no-cache", action="store_true", help="analyse again even when cached")

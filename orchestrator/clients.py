@@ -85,9 +85,7 @@ class ServiceClient:
 
     service = ""
 
-    def __init__(
-        self, channel: grpc.aio.Channel, *, concurrency: int, policy: RetryPolicy
-    ) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, concurrency: int, policy: RetryPolicy) -> None:
         self.channel = channel
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self._policy = policy
@@ -146,7 +144,12 @@ class ServiceClient:
         metrics.STEP_RETRIES.labels(step, code.name).inc()
         log.warning(
             "%s failed (%s: %s), attempt %d of %d; retrying in %.1f s",
-            step, code.name, details, attempt, self._policy.attempts, delay,
+            step,
+            code.name,
+            details,
+            attempt,
+            self._policy.attempts,
+            delay,
         )
         on_retry(attempt, code, details, delay)
         await asyncio.sleep(delay)

@@ -20,8 +20,8 @@ class EventHub:
     """Numbers each job's events and hands them to every current subscriber of that job."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue[orchestrator_pb2.JobEvent]]] = (
-            defaultdict(set)
+        self._subscribers: dict[str, set[asyncio.Queue[orchestrator_pb2.JobEvent]]] = defaultdict(
+            set
         )
         self._sequence: dict[str, int] = defaultdict(int)
 
@@ -29,7 +29,9 @@ class EventHub:
         """``JobEvent(job_id, sequence, time, **event)`` numbered like the last published one,
         for one watcher only (its first snapshot)."""
         message = orchestrator_pb2.JobEvent(
-            job_id=job_id, sequence=self._sequence[job_id], **event  # type: ignore[arg-type]
+            job_id=job_id,
+            sequence=self._sequence[job_id],
+            **event,  # type: ignore[arg-type]
         )
         message.time.CopyFrom(timestamp(time.time()))
         return message

@@ -21,6 +21,11 @@ showed everyone talking. Here:
    takes at most one speaker per shot (greedy by evidence).
 4. **Per face and frame**: ``is_speaking`` (the face was attributed the speaker talking at that
    frame), ``confidence`` (0..1, from the evidence), ``method`` and the attributed ``speaker``.
+5. **Audio with no speech at all** (music, singing: the diarizer hears no speech in a song) makes
+   the whole video one anonymous "voice" whose face is chosen per shot by the same evidence rule
+   against the fixed prior baseline, and the chosen face speaks on the frames where its mouth
+   activity, averaged over a second, stays above the absolute floor (``method`` ``visual_only``,
+   no speaker label). The legacy tool's jaw-opening rule played this part.
 
 Checked on real footage: in ``short_hamilton_clip.mp4`` the performer's close-up gets the
 speaker (evidence 2.3) and the laughing audience does not (0.5); on the 212-s music video of
@@ -42,8 +47,12 @@ from dataclasses import dataclass, field
 METHOD_FUSION = "audio_visual_fusion"
 METHOD_NO_SPEECH = "no_speech"
 METHOD_NO_AUDIO = "no_audio"
+METHOD_VISUAL_ONLY = "visual_only"
 
-FUSION_VERSION = 1
+#: The speaker label of the anonymous voice of a video without diarized speech (step 5).
+VISUAL_ONLY_SPEAKER = ""
+
+FUSION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class FusionResult:
     #: Speaker label → the face ids it was attributed to.
     speaker_faces: dict[str, list[str]] = field(default_factory=dict)
     baseline_activity: float = 0.0
+    #: ``audio_visual_fusion``, or ``visual_only`` for audio without speech (step 5).
+    method: str = METHOD_FUSION
 
 
 def speech_frames(turns: Sequence[SpeakerTurn], frame_count: int, fps: float) -> list[set[str]]:
@@ -151,6 +162,7 @@ def fuse(
     prior_baseline: float = 0.004,
     min_ratio: float = 1.6,
     min_activity: float = 0.005,
+    visual_window: int = 25,
 ) -> FusionResult:
     """Splits tracks at cuts and attributes speakers to faces (see the module docstring).
 
@@ -166,6 +178,7 @@ def fuse(
         prior_baseline: activity assumed at rest when no face of the video was ever seen silent.
         min_ratio: evidence (activity while the speaker talks / baseline) needed to attribute.
         min_activity: absolute activity needed to attribute (tiny, still faces never qualify).
+        visual_window: frames averaged per frame in the visual-only mode (step 5).
 
     Raises:
         ValueError: on a hyper-parameter out of range.
@@ -176,7 +189,13 @@ def fuse(
         )
     frame_count = len(frames)
     shot_index = shot_of_frames(shots, frame_count)
-    active = speech_frames(turns, frame_count, fps) if has_audio else [set()] * frame_count
+    visual_only = has_audio and not turns
+    if visual_only:
+        active = [{VISUAL_ONLY_SPEAKER}] * frame_count
+    elif has_audio:
+        active = speech_frames(turns, frame_count, fps)
+    else:
+        active = [set()] * frame_count
 
     # 1. Split tracks at cuts; renumber in order of first appearance.
     face_ids: dict[tuple[str, int], str] = {}
@@ -206,9 +225,7 @@ def fuse(
         silent = [v for f, v in values.items() if not active[f]]
         if len(silent) >= min_silent_frames:
             silent_means[face_id] = statistics.fmean(silent)
-    global_baseline = (
-        statistics.median(silent_means.values()) if silent_means else prior_baseline
-    )
+    global_baseline = statistics.median(silent_means.values()) if silent_means else prior_baseline
 
     # 3. Attribution per (shot, speaker).
     speaker_frames: dict[tuple[int, str], list[int]] = defaultdict(list)
@@ -251,10 +268,17 @@ def fuse(
     for (shot, speaker), (talk_count, candidates, best) in sorted(unit_info.items()):
         face_id, confidence, evidence = assigned.get((shot, speaker), (None, 0.0, best))
         attributions.append(
-            Attribution(shot, speaker, face_id, round(confidence, 3), round(evidence, 3),
-                        talk_count, candidates)
+            Attribution(
+                shot,
+                speaker,
+                face_id,
+                round(confidence, 3),
+                round(evidence, 3),
+                talk_count,
+                candidates,
+            )
         )
-        if face_id is not None and face_id not in speaker_faces[speaker]:
+        if face_id is not None and speaker and face_id not in speaker_faces[speaker]:
             speaker_faces[speaker].append(face_id)
     by_face = {
         (shot, face_id): (speaker, confidence)
@@ -274,18 +298,42 @@ def fuse(
             talking = sorted(s for s in active[frame] if s in mine)
             act = activity[face_id].get(frame, 0.0)
             if not has_audio:
-                verdict = FaceSpeaking(face_id, face.track_id, shot, False, 0.0, METHOD_NO_AUDIO,
-                                       None, act)
+                verdict = FaceSpeaking(
+                    face_id, face.track_id, shot, False, 0.0, METHOD_NO_AUDIO, None, act
+                )
             elif not active[frame]:
-                verdict = FaceSpeaking(face_id, face.track_id, shot, False, 0.0, METHOD_NO_SPEECH,
-                                       None, act)
+                verdict = FaceSpeaking(
+                    face_id, face.track_id, shot, False, 0.0, METHOD_NO_SPEECH, None, act
+                )
+            elif visual_only:
+                local = _local_mean(activity[face_id], frame, visual_window) if mine else 0.0
+                speaking = local >= min_activity
+                verdict = FaceSpeaking(
+                    face_id,
+                    face.track_id,
+                    shot,
+                    speaking,
+                    round(mine[VISUAL_ONLY_SPEAKER], 3) if speaking else 0.0,
+                    METHOD_VISUAL_ONLY,
+                    None,
+                    act,
+                )
             elif talking:
                 speaker = max(talking, key=lambda s: mine[s])
-                verdict = FaceSpeaking(face_id, face.track_id, shot, True,
-                                       round(mine[speaker], 3), METHOD_FUSION, speaker, act)
+                verdict = FaceSpeaking(
+                    face_id,
+                    face.track_id,
+                    shot,
+                    True,
+                    round(mine[speaker], 3),
+                    METHOD_FUSION,
+                    speaker,
+                    act,
+                )
             else:
-                verdict = FaceSpeaking(face_id, face.track_id, shot, False, 0.0, METHOD_FUSION,
-                                       None, act)
+                verdict = FaceSpeaking(
+                    face_id, face.track_id, shot, False, 0.0, METHOD_FUSION, None, act
+                )
             verdicts.append((face, verdict))
         result_frames.append(verdicts)
 
@@ -295,7 +343,15 @@ def fuse(
         shots=list(shots),
         speaker_faces=dict(speaker_faces),
         baseline_activity=global_baseline,
+        method=METHOD_VISUAL_ONLY if visual_only else METHOD_FUSION,
     )
+
+
+def _local_mean(values: dict[int, float], frame: int, window: int) -> float:
+    """Mean of the ``values`` present within ``window`` frames centred on ``frame``."""
+    half = window // 2
+    near = [values[f] for f in range(frame - half, frame + half + 1) if f in values]
+    return statistics.fmean(near) if near else 0.0
 
 
 def _confidence(evidence: float, min_ratio: float) -> float:

@@ -18,7 +18,6 @@ from typing import Any
 
 from orchestrator.fusion import (
     FUSION_VERSION,
-    METHOD_FUSION,
     FaceObservation,
     FaceSpeaking,
     FusionResult,
@@ -142,8 +141,12 @@ def parse_audio_json(text: str) -> tuple[str, int, list[AudioFrame]]:
 def audio_evidence(frame: AudioFrame | None) -> dict[str, Any]:
     """``speaking_sources.audio`` of the legacy tracking JSON for one frame."""
     if frame is None:
-        return {"is_speech_present": False, "num_speakers": 0, "active_speakers": [],
-                "confidence": 0.0}
+        return {
+            "is_speech_present": False,
+            "num_speakers": 0,
+            "active_speakers": [],
+            "confidence": 0.0,
+        }
     count = len(frame.labels)
     return {
         "is_speech_present": frame.is_speech_present,
@@ -262,8 +265,9 @@ def tracking_document(
         objects = []
         for face, verdict in faces:
             objects.append(
-                _tracked_object(face, verdict, audio_by_frame.get(number), fusion, index,
-                                jaw_threshold)
+                _tracked_object(
+                    face, verdict, audio_by_frame.get(number), fusion, index, jaw_threshold
+                )
             )
         frames.append({"frame": number, "tracked_objects": objects})
     metadata: dict[str, Any] = {
@@ -273,7 +277,7 @@ def tracking_document(
         "tracking_engine": "mediapipe_face_mesh",
         "fusion": {
             "version": FUSION_VERSION,
-            "method": METHOD_FUSION,
+            "method": fusion.method,
             "shots": len(fusion.shots),
             "baseline_mouth_activity": round(fusion.baseline_activity, 5),
             "speakers": {k: list(v) for k, v in sorted(fusion.speaker_faces.items())},
@@ -315,7 +319,8 @@ def _tracked_object(
         sources["segment"] = {
             "segment_id": verdict.shot_index + 1,
             "frame_position": round((frame_index - start) / (duration - 1), 4)
-            if duration > 1 else 0.0,
+            if duration > 1
+            else 0.0,
             "segment_duration": duration,
             "is_zero_duration": duration <= 0,
         }

@@ -436,7 +436,11 @@ class Orchestrator:
                 from_archive = refreshed.inputs[video.input_idx].kind == "archive"
                 state = st.SUCCEEDED if from_archive else st.SKIPPED
                 await self.store.update_step(
-                    job.job_id, video.idx, "extract", state=state, finished=True,
+                    job.job_id,
+                    video.idx,
+                    "extract",
+                    state=state,
+                    finished=True,
                     result={"input": refreshed.inputs[video.input_idx].path},
                 )
                 extract.state = state
@@ -460,8 +464,11 @@ class Orchestrator:
     def _scan_folder(self, folder: Path) -> list[dict[str, str]]:
         own = {
             (self.media.root / name).resolve()
-            for name in (self.settings.output_dir, self.settings.archives_dir,
-                         self.settings.work_dir)
+            for name in (
+                self.settings.output_dir,
+                self.settings.archives_dir,
+                self.settings.work_dir,
+            )
         }
         videos = []
         for path in sorted(folder.rglob("*")):
@@ -501,7 +508,8 @@ class Orchestrator:
         project = safe_project(result.project_name)
         if result.failed_count or result.skipped_count:
             self._log(
-                job_id, "WARNING",
+                job_id,
+                "WARNING",
                 f"{item.path}: {result.skipped_count} member(s) skipped, "
                 f"{result.failed_count} failed",
             )
@@ -586,15 +594,20 @@ class Orchestrator:
                 metrics.CACHE_HITS.inc()
                 context.cache_entry = self.media.relative(entry.directory)
                 await self._set_video(context, from_cache=True)
-                self._log(context.job_id, "INFO",
-                          f"{video.path}: results reused from {context.cache_entry}",
-                          video=video.path)
+                self._log(
+                    context.job_id,
+                    "INFO",
+                    f"{video.path}: results reused from {context.cache_entry}",
+                    video=video.path,
+                )
                 return True
             if video.from_cache:
                 await self._set_video(context, from_cache=False)
-            if context.step("normalize").done and context.step("scene").done and context.step(
-                "audio"
-            ).done:
+            if (
+                context.step("normalize").done
+                and context.step("scene").done
+                and context.step("audio").done
+            ):
                 context.duration_s = float(context.step("normalize").result["duration_s"])
                 return False
             info = await self.clients.ingest.probe(
@@ -608,8 +621,9 @@ class Orchestrator:
             reason, message = describe_error(exc)
             if reason == "internal":
                 log.exception("preparing %s failed", video.path)
-            await self._set_step(context, "normalize", state=st.FAILED, error=message,
-                                 add_attempt=True, started=True)
+            await self._set_step(
+                context, "normalize", state=st.FAILED, error=message, add_attempt=True, started=True
+            )
             await self._set_step(context, "normalize", finished=True)
             raise StepFailed("normalize", reason, message) from exc
 
@@ -645,8 +659,9 @@ class Orchestrator:
         job_id, idx = context.job_id, context.video.idx
         live = LiveProgress()
         self._live.setdefault(job_id, {})[(idx, name)] = live
-        await self._set_step(context, name, state=st.RUNNING, error="", add_attempt=True,
-                             started=True)
+        await self._set_step(
+            context, name, state=st.RUNNING, error="", add_attempt=True, started=True
+        )
         started = time.perf_counter()
 
         def on_progress(progress: common_pb2.Progress) -> None:
@@ -668,7 +683,8 @@ class Orchestrator:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             self._log(
-                job_id, "WARNING",
+                job_id,
+                "WARNING",
                 f"{name} of {context.video.path}: {code.name} ({details}); "
                 f"retry {attempt} in {delay:.1f} s",
                 video=context.video.path,
@@ -678,8 +694,9 @@ class Orchestrator:
             result = await work(context, StepReporter(on_progress, on_retry))
         except asyncio.CancelledError:
             if not self._closing:
-                await self._set_step(context, name, state=st.CANCELLED, error="cancelled",
-                                     finished=True)
+                await self._set_step(
+                    context, name, state=st.CANCELLED, error="cancelled", finished=True
+                )
             raise
         except Exception as exc:
             reason, message = describe_error(exc)
@@ -698,8 +715,9 @@ class Orchestrator:
 
     async def _skip(self, context: VideoContext, name: str, why: str) -> None:
         if not context.step(name).done:
-            await self._set_step(context, name, state=st.SKIPPED, error="", result={"why": why},
-                                 finished=True)
+            await self._set_step(
+                context, name, state=st.SKIPPED, error="", result={"why": why}, finished=True
+            )
 
     async def _set_step(self, context: VideoContext, name: str, **fields: Any) -> None:
         await self.store.update_step(context.job_id, context.video.idx, name, **fields)
@@ -777,13 +795,21 @@ class Orchestrator:
             threshold=options.scene_threshold,
         )
         result = await self.clients.scene.detect(
-            request, deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress, on_retry=report.retry,
+            request,
+            deadline_s=self._deadline(context.duration_s),
+            on_progress=report.progress,
+            on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/scene.pb"
         await asyncio.to_thread(artifacts.write_message, self._abs(path), result)
-        return {"file": path, "scenes": len(result.scenes), "frames": result.frame_count,
-                "device": result.device, "progress_total": result.frame_count, "unit": "frames"}
+        return {
+            "file": path,
+            "scenes": len(result.scenes),
+            "frames": result.frame_count,
+            "device": result.device,
+            "progress_total": result.frame_count,
+            "unit": "frames",
+        }
 
     async def _audio(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
         options = context.options
@@ -795,13 +821,20 @@ class Orchestrator:
             max_speakers=options.max_speakers,
         )
         result = await self.clients.audio.diarize(
-            request, deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress, on_retry=report.retry,
+            request,
+            deadline_s=self._deadline(context.duration_s),
+            on_progress=report.progress,
+            on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/audio.pb"
         await asyncio.to_thread(artifacts.write_message, self._abs(path), result)
-        return {"file": path, "speakers": list(result.speakers), "segments": len(result.segments),
-                "has_audio": result.has_audio, "engine": result.engine}
+        return {
+            "file": path,
+            "speakers": list(result.speakers),
+            "segments": len(result.segments),
+            "has_audio": result.has_audio,
+            "engine": result.engine,
+        }
 
     async def _tracking(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
         normalized = self._normalized(context)
@@ -810,8 +843,10 @@ class Orchestrator:
             max_faces=context.options.max_faces,
         )
         output = await self.clients.tracking.track(
-            request, deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress, on_retry=report.retry,
+            request,
+            deadline_s=self._deadline(context.duration_s),
+            on_progress=report.progress,
+            on_retry=report.retry,
         )
         path = f"{context.video.work_dir}/tracking.pbs"
         await asyncio.to_thread(artifacts.write_tracking, self._abs(path), output)

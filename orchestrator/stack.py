@@ -83,9 +83,7 @@ class LocalStack:
         self.python = python
         self.services: dict[str, LocalService] = {}
 
-    def spawn(
-        self, name: str, port: int | None = None, metrics_port: int = -1
-    ) -> LocalService:
+    def spawn(self, name: str, port: int | None = None, metrics_port: int = -1) -> LocalService:
         """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait.
         ``metrics_port`` -1 (the default) turns its Prometheus endpoint off."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -95,11 +93,17 @@ class LocalStack:
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
                 [
-                    self.python, "-m", f"services.{name}",
-                    "--host", "127.0.0.1",
-                    "--port", str(port),
-                    "--metrics-port", str(metrics_port),
-                    "--media-root", str(self.media_root),
+                    self.python,
+                    "-m",
+                    f"services.{name}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--metrics-port",
+                    str(metrics_port),
+                    "--media-root",
+                    str(self.media_root),
                 ],
                 cwd=REPO_ROOT,
                 env=env,

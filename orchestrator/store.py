@@ -273,9 +273,7 @@ class JobStore:
                 if video is not None:
                     video.steps[r["name"]] = _step_row(r)
         for video in videos.values():
-            video.steps = {
-                name: video.steps.get(name, StepRow(name)) for name in STEP_NAMES
-            }
+            video.steps = {name: video.steps.get(name, StepRow(name)) for name in STEP_NAMES}
         job.videos = list(videos.values())
         return job
 

@@ -65,7 +65,10 @@ class LiveProgress:
 
     def proto(self) -> common_pb2.Progress:
         return common_pb2.Progress(
-            done=self.done, total=self.total, unit=self.unit, stage=self.stage,
+            done=self.done,
+            total=self.total,
+            unit=self.unit,
+            stage=self.stage,
             message=self.message,
         )
 
@@ -122,7 +125,8 @@ def job_proto(
         error=job.error,
         errors=[
             common_pb2.ErrorDetail(
-                reason=e.get("reason", ""), message=e.get("message", ""),
+                reason=e.get("reason", ""),
+                message=e.get("message", ""),
                 subject=e.get("subject", ""),
             )
             for e in job.errors

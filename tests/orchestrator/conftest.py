@@ -50,9 +50,25 @@ def trim_clip(source: Path, target: Path, start_s: float, duration_s: float) -> 
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-ss", str(start_s), "-t", str(duration_s),
-         "-i", str(source), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
-         str(target)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-ss",
+            str(start_s),
+            "-t",
+            str(duration_s),
+            "-i",
+            str(source),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            str(target),
+        ],
         check=True,
     )
     return target

@@ -30,11 +30,22 @@ def test_sha256_of_a_file(tmp_path: Path) -> None:
 def test_store_writes_the_layout_and_metadata(tmp_path: Path) -> None:
     archive = ResultsArchive(tmp_path / "archives")
     sha = "a" * 64
-    entry = archive.store("Proj", sha, video_path="Proj/clip.mp4", video_stem="clip",
-                          files=_results(tmp_path, "1"), options_key="k1", extra={"job_id": "j"})
+    entry = archive.store(
+        "Proj",
+        sha,
+        video_path="Proj/clip.mp4",
+        video_stem="clip",
+        files=_results(tmp_path, "1"),
+        options_key="k1",
+        extra={"job_id": "j"},
+    )
     assert entry == tmp_path / "archives" / "Proj" / sha
     assert sorted(p.name for p in entry.iterdir()) == [
-        "clip_audio.json", "clip_scenes.csv", "clip_tracking.json", "metadata.json"]
+        "clip_audio.json",
+        "clip_scenes.csv",
+        "clip_tracking.json",
+        "metadata.json",
+    ]
     metadata = json.loads((entry / "metadata.json").read_text())
     assert list(metadata)[:5] == ["video_path", "video_stem", "video_hash", "created_at", "copied"]
     assert metadata["video_hash"] == sha and metadata["options_key"] == "k1"
@@ -47,13 +58,26 @@ def test_changed_results_keep_the_previous_ones_in_history(tmp_path: Path) -> No
     sha = "b" * 64
     first = tmp_path / "first"
     second = tmp_path / "second"
-    archive.store("P", sha, video_path="P/v.mp4", video_stem="v", files=_results(first, "1"),
-                  options_key="k1")
-    entry = archive.store("P", sha, video_path="P/v.mp4", video_stem="v",
-                          files=_results(second, "1"), options_key="k1")
+    archive.store(
+        "P", sha, video_path="P/v.mp4", video_stem="v", files=_results(first, "1"), options_key="k1"
+    )
+    entry = archive.store(
+        "P",
+        sha,
+        video_path="P/v.mp4",
+        video_stem="v",
+        files=_results(second, "1"),
+        options_key="k1",
+    )
     assert not (entry / "history").exists()  # same bytes: nothing to keep
-    archive.store("P", sha, video_path="P/v.mp4", video_stem="v", files=_results(second, "2"),
-                  options_key="k2")
+    archive.store(
+        "P",
+        sha,
+        video_path="P/v.mp4",
+        video_stem="v",
+        files=_results(second, "2"),
+        options_key="k2",
+    )
     kept = list((entry / "history").iterdir())
     assert len(kept) == 1
     assert json.loads((kept[0] / "v_audio.json").read_text()) == {"tag": "1"}
@@ -64,8 +88,14 @@ def test_cache_lookup_needs_the_same_bytes_and_options(tmp_path: Path) -> None:
     archive = ResultsArchive(tmp_path / "archives")
     sha = "c" * 64
     assert archive.find_cached(sha, "k1") is None
-    archive.store("Other", sha, video_path="Other/x.mp4", video_stem="x",
-                  files=_results(tmp_path, "1"), options_key="k1")
+    archive.store(
+        "Other",
+        sha,
+        video_path="Other/x.mp4",
+        video_stem="x",
+        files=_results(tmp_path, "1"),
+        options_key="k1",
+    )
     hit = archive.find_cached(sha, "k1")
     assert hit is not None and hit.complete and hit.directory.parent.name == "Other"
     assert set(hit.files) == {"scenes", "audio", "tracking"}
@@ -87,7 +117,9 @@ def test_legacy_timestamped_layout_is_read_newest_first(tmp_path: Path) -> None:
     write_atomic(old / "clip.csv", "legacy scenes name")
     archive = ResultsArchive(root)
     assert [p.name for p in archive.project_dirs("Proj")] == [
-        "Proj 2025-06-01_10-00-00", "Proj 2024-01-01_10-00-00"]
+        "Proj 2025-06-01_10-00-00",
+        "Proj 2024-01-01_10-00-00",
+    ]
     assert archive.find_analysis_file("Proj", video, "audio").read_text() == "new"
     assert archive.find_analysis_file("Proj", video, "scenes").name == "clip.csv"
     assert archive.find_analysis_file("Proj", video, "tracking") is None

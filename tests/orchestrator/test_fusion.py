@@ -13,6 +13,7 @@ from orchestrator.fusion import (
     METHOD_FUSION,
     METHOD_NO_AUDIO,
     METHOD_NO_SPEECH,
+    METHOD_VISUAL_ONLY,
     FaceObservation,
     SpeakerTurn,
     fuse,
@@ -41,8 +42,12 @@ def _scene() -> tuple[list[list[FaceObservation]], list[tuple[int, int]], list[S
     Shot 2 (200-299): the tracker carries A's id over the cut onto E; E (SPEAKER_00, 8-10 s) and
     F (SPEAKER_01, 10-12 s) talk in turn."""
     rng = random.Random(7)
-    turns = [SpeakerTurn(0.4, 3.6, "SPEAKER_00"), SpeakerTurn(4.0, 8.0, "SPEAKER_00"),
-             SpeakerTurn(8.0, 10.0, "SPEAKER_00"), SpeakerTurn(10.0, 12.0, "SPEAKER_01")]
+    turns = [
+        SpeakerTurn(0.4, 3.6, "SPEAKER_00"),
+        SpeakerTurn(4.0, 8.0, "SPEAKER_00"),
+        SpeakerTurn(8.0, 10.0, "SPEAKER_00"),
+        SpeakerTurn(10.0, 12.0, "SPEAKER_01"),
+    ]
     frames: list[list[FaceObservation]] = []
     for frame in range(300):
         t = frame / FPS
@@ -50,8 +55,9 @@ def _scene() -> tuple[list[list[FaceObservation]], list[tuple[int, int]], list[S
             a = _talking(frame, rng) if 0.4 <= t < 3.6 else _quiet(rng, 0.025)
             frames.append([_face("obj_1", 200, a), _face("obj_2", 500, _quiet(rng))])
         elif frame < 200:
-            frames.append([_face("obj_3", 150, _quiet(rng, 0.04)),
-                           _face("obj_4", 350, _quiet(rng, 0.03))])
+            frames.append(
+                [_face("obj_3", 150, _quiet(rng, 0.04)), _face("obj_4", 350, _quiet(rng, 0.03))]
+            )
         else:
             e = _talking(frame, rng) if t < 10 else _quiet(rng)
             f = _talking(frame, rng) if t >= 10 else _quiet(rng)
@@ -74,11 +80,13 @@ def test_speakers_go_to_the_faces_that_talk_and_to_nobody_off_screen() -> None:
     assert ids[(0, "obj_1")] != ids[(2, "obj_1")]
     assert len(set(ids.values())) == 6
 
-    speaking = {(i, f.face_id) for i, row in enumerate(result.frames) for _, f in row
-                if f.is_speaking}
+    speaking = {
+        (i, f.face_id) for i, row in enumerate(result.frames) for _, f in row if f.is_speaking
+    }
     heard = speech_frames(turns, len(frames), FPS)  # what the audio JSON says per frame
-    legacy_rule = {(i, f.face_id) for i, row in enumerate(result.frames) for _, f in row
-                   if heard[i]}
+    legacy_rule = {
+        (i, f.face_id) for i, row in enumerate(result.frames) for _, f in row if heard[i]
+    }
     assert speaking < legacy_rule
     assert not any(100 <= i < 200 for i, _ in speaking)  # the audience never "speaks"
     assert not any(face == ids[(0, "obj_2")] for _, face in speaking)  # nor the listener
@@ -89,7 +97,8 @@ def test_speakers_go_to_the_faces_that_talk_and_to_nobody_off_screen() -> None:
     silent = result.frames[2][0][1]
     assert (silent.is_speaking, silent.method, silent.speaker) == (False, METHOD_NO_SPEECH, None)
     assert result.speaker_faces == {
-        "SPEAKER_00": [ids[(0, "obj_1")], ids[(2, "obj_1")]], "SPEAKER_01": [ids[(2, "obj_5")]],
+        "SPEAKER_00": [ids[(0, "obj_1")], ids[(2, "obj_1")]],
+        "SPEAKER_01": [ids[(2, "obj_5")]],
     }
 
 
@@ -109,6 +118,29 @@ def test_without_audio_nobody_speaks() -> None:
     verdicts = [f for row in result.frames for _, f in row]
     assert verdicts and all(not f.is_speaking and f.method == METHOD_NO_AUDIO for f in verdicts)
     assert result.attributions == []
+
+
+def test_a_song_without_speech_goes_to_the_face_that_sings_while_it_sings() -> None:
+    """Audio but no diarized speech (a music video): shot 0 shows a singer (singing for 2 s,
+    then an instrumental second) beside a still face; shot 1 shows only still faces."""
+    rng = random.Random(11)
+    frames = []
+    for frame in range(200):
+        if frame < 100:
+            singer = _talking(frame, rng) if frame < 50 else _quiet(rng, 0.03)
+            frames.append([_face("obj_1", 200, singer), _face("obj_2", 500, _quiet(rng))])
+        else:
+            frames.append([_face("obj_3", 300, _quiet(rng, 0.03))])
+    result = fuse(frames, [(0, 99), (100, 199)], [], fps=FPS, has_audio=True)
+
+    verdicts = [(i, f) for i, row in enumerate(result.frames) for _, f in row]
+    assert all(f.method == METHOD_VISUAL_ONLY and f.speaker is None for _, f in verdicts)
+    speaking = {i for i, f in verdicts if f.is_speaking}
+    assert {f.source_track_id for _, f in verdicts if f.is_speaking} == {"obj_1"}
+    assert set(range(5, 40)) <= speaking  # singing
+    assert not speaking & set(range(70, 200))  # instrumental, then nobody sings
+    assert [a.face_id is not None for a in result.attributions] == [True, False]
+    assert result.speaker_faces == {}
 
 
 def test_a_single_still_face_is_not_given_the_speaker() -> None:

@@ -32,16 +32,37 @@ from orchestrator.runner import Orchestrator
 from orchestrator.stack import free_port
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
-HAMILTON = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "video" / (
-    "short_hamilton_clip.mp4"
+HAMILTON = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "testdata"
+    / "video"
+    / ("short_hamilton_clip.mp4")
 )
 LEGACY_OBJECT_KEYS = [
-    "id", "centroid_x", "centroid_y", "bbox_xmin", "bbox_xmax", "source", "label", "confidence",
-    "blendshapes", "bbox_ymin", "bbox_ymax", "bbox_width", "bbox_height", "is_speaking",
-    "speaking_confidence", "speaking_method", "speaking_sources",
+    "id",
+    "centroid_x",
+    "centroid_y",
+    "bbox_xmin",
+    "bbox_xmax",
+    "source",
+    "label",
+    "confidence",
+    "blendshapes",
+    "bbox_ymin",
+    "bbox_ymax",
+    "bbox_width",
+    "bbox_height",
+    "is_speaking",
+    "speaking_confidence",
+    "speaking_method",
+    "speaking_sources",
 ]
 AUDIO_INFO_KEYS = [
-    "is_speech_present", "num_distinct_speakers_audio", "active_speaker_labels", "timecode_sec"
+    "is_speech_present",
+    "num_distinct_speakers_audio",
+    "active_speaker_labels",
+    "timecode_sec",
 ]
 SPEAKER = re.compile(r"^SPEAKER_\d{2}$")
 
@@ -110,7 +131,8 @@ def check_legacy_outputs(media_root: Path, video: st.VideoRow) -> dict[str, obje
         assert obj["bbox_xmax"] - obj["bbox_xmin"] == obj["bbox_width"]
         assert obj["bbox_ymax"] - obj["bbox_ymin"] == obj["bbox_height"]
         assert isinstance(obj["is_speaking"], bool)
-        assert obj["is_speaking"] == (obj["speaker_label"] is not None)
+        if obj["speaking_method"] != "visual_only":  # visual_only speaks without a label
+            assert obj["is_speaking"] == (obj["speaker_label"] is not None)
         assert set(obj["speaking_sources"]) >= {"audio", "visual", "fusion"}
     by_frame = {f["frame"]: f["audio_info"] for f in audio["frames_analysis"]}
     for frame in tracking["frames"]:
@@ -118,7 +140,7 @@ def check_legacy_outputs(media_root: Path, video: st.VideoRow) -> dict[str, obje
             heard = by_frame.get(frame["frame"], {}).get("active_speaker_labels", [])
             # The tracking file agrees with the audio file frame by frame.
             assert obj["speaking_sources"]["audio"]["active_speakers"] == heard
-            if obj["is_speaking"]:
+            if obj["is_speaking"] and obj["speaking_method"] != "visual_only":
                 assert obj["speaker_label"] in heard
 
     docs = out / legacy.DOCS_DIR
@@ -129,13 +151,22 @@ def check_legacy_outputs(media_root: Path, video: st.VideoRow) -> dict[str, obje
         for obj in frame["tracked_objects"]:
             assert list(obj) in (
                 ["id", "centroid_x", "source", "label", "active_speakers"],
-                ["id", "centroid_x", "source", "label", "active_speakers", "bbox_width",
-                 "bbox_height"],
+                [
+                    "id",
+                    "centroid_x",
+                    "source",
+                    "label",
+                    "active_speakers",
+                    "bbox_width",
+                    "bbox_height",
+                ],
             )
     reduced_audio = json.loads((docs / f"{stem}{legacy.AUDIO_SUFFIX}").read_text())
     assert list(reduced_audio) == ["frames_analysis"]
-    assert all(list(f["audio_info"]) == ["is_speech_present", "active_speaker_labels"]
-               for f in reduced_audio["frames_analysis"])
+    assert all(
+        list(f["audio_info"]) == ["is_speech_present", "active_speaker_labels"]
+        for f in reduced_audio["frames_analysis"]
+    )
     assert legacy.reduce_audio(audio) == reduced_audio  # produced from the full file, which stays
     assert legacy.reduce_tracking(tracking) == reduced
     return tracking
@@ -148,7 +179,8 @@ def check_archive(settings: OrchestratorSettings, video: st.VideoRow) -> None:
     out = settings.media_root / video.output_dir
     for suffix in (legacy.SCENES_SUFFIX, legacy.AUDIO_SUFFIX, legacy.TRACKING_SUFFIX):
         assert (entry / f"{video.stem}{suffix}").read_bytes() == (
-            out / f"{video.stem}{suffix}").read_bytes()
+            out / f"{video.stem}{suffix}"
+        ).read_bytes()
 
 
 async def test_a_job_writes_every_legacy_output_and_a_rerun_reuses_them(
@@ -165,7 +197,9 @@ async def test_a_job_writes_every_legacy_output_and_a_rerun_reuses_them(
     (video,) = job.videos
     assert video.state == st.SUCCEEDED and not video.from_cache
     assert {name: step.state for name, step in video.steps.items()} == {
-        "extract": st.SKIPPED, **{n: st.SUCCEEDED for n in st.STEP_NAMES[1:]}}
+        "extract": st.SKIPPED,
+        **{n: st.SUCCEEDED for n in st.STEP_NAMES[1:]},
+    }
     assert video.output_dir == f"{job_settings.output_dir}/in"
     tracking = check_legacy_outputs(job_settings.media_root, video)
     check_archive(job_settings, video)
@@ -180,13 +214,37 @@ async def test_a_job_writes_every_legacy_output_and_a_rerun_reuses_them(
     again = await finished(orchestrator, await orchestrator.submit([clip]))
     assert again.state == st.COMPLETED and again.videos[0].from_cache
     steps = again.videos[0].steps
-    assert [steps[n].state for n in ("normalize", "scene", "audio", "tracking")] == [
-        st.SKIPPED] * 4
+    assert [steps[n].state for n in ("normalize", "scene", "audio", "tracking")] == [st.SKIPPED] * 4
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert after == before  # idempotent: the same bytes
     assert _metric("videoanalysis_orchestrator_cache_hits_total") == hits_before + 1
     assert _metric("videoanalysis_orchestrator_jobs_total", state="completed") == (
-        completed_before + 2)
+        completed_before + 2
+    )
+
+
+async def test_a_song_without_speech_is_attributed_by_the_singers_mouth(
+    orchestrator: Orchestrator, put: Callable[..., str], music_video: Path
+) -> None:
+    """The whole 212-s music video (an excerpt may hold a stray speech-like second): the diarizer
+    hears no speech in the song, so the legacy rule marks nobody and fusion falls back to mouth
+    movement alone (``visual_only``)."""
+    clip = put(music_video, "song.mp4")
+    job = await finished(orchestrator, await orchestrator.submit([clip], label="song"), 400)
+    assert job.state == st.COMPLETED
+    (video,) = job.videos
+    tracking = check_legacy_outputs(orchestrator.settings.media_root, video)
+    fusion = tracking["metadata"]["fusion"]
+    assert fusion["method"] == "visual_only" and fusion["speakers"] == {}
+    objects = [o for f in tracking["frames"] for o in f["tracked_objects"]]
+    assert objects and {o["speaking_method"] for o in objects} == {"visual_only"}
+    speaking = [o for o in objects if o["is_speaking"]]
+    assert 0 < len(speaking) < len(objects)
+    attributed = [a for a in fusion["attributions"] if a["face_id"] is not None]
+    assert attributed and all(a["speaker"] == "" for a in attributed)
+    fused = video.steps["fuse"].result
+    assert fused["speaking_face_frames"] == len(speaking)
+    assert fused["legacy_speaking_face_frames"] == 0
 
 
 def _metric(name: str, **labels: str) -> float:
@@ -206,10 +264,14 @@ def check_events(events: list[orchestrator_pb2.JobEvent]) -> None:
         states = [s.step.state for s in steps if s.step.name == name]
         assert states[0] == orchestrator_pb2.STEP_STATE_RUNNING, name
         assert states[-1] == orchestrator_pb2.STEP_STATE_SUCCEEDED, name
-    assert any(s.step.progress.total > 0 and s.step.progress.unit == "frames" for s in steps
-               if s.step.state == orchestrator_pb2.STEP_STATE_RUNNING)
-    assert any(e.HasField("state") and e.state == orchestrator_pb2.JOB_STATE_COMPLETED
-               for e in events)
+    assert any(
+        s.step.progress.total > 0 and s.step.progress.unit == "frames"
+        for s in steps
+        if s.step.state == orchestrator_pb2.STEP_STATE_RUNNING
+    )
+    assert any(
+        e.HasField("state") and e.state == orchestrator_pb2.JOB_STATE_COMPLETED for e in events
+    )
 
 
 async def test_a_corrupt_video_among_good_ones(
@@ -220,8 +282,11 @@ async def test_a_corrupt_video_among_good_ones(
     truncated = job_settings.media_root / folder / "truncated.mp4"
     truncated.write_bytes(HAMILTON.read_bytes()[:60_000])
     (job_settings.media_root / folder / "noise.mov").write_bytes(os.urandom(50_000))
-    retries_before = _metric("videoanalysis_orchestrator_step_retries_total", step="probe",
-                             grpc_code="FAILED_PRECONDITION")
+    retries_before = _metric(
+        "videoanalysis_orchestrator_step_retries_total",
+        step="probe",
+        grpc_code="FAILED_PRECONDITION",
+    )
     job = await finished(orchestrator, await orchestrator.submit([folder]))
     assert job.state == st.COMPLETED_WITH_ERRORS
     states = {Path(v.path).name: v for v in job.videos}
@@ -238,8 +303,14 @@ async def test_a_corrupt_video_among_good_ones(
         out = job_settings.media_root / bad.output_dir
         assert not list(out.glob(f"{Path(name).stem}_*"))
     assert "2 of 3 videos failed" in job.error
-    assert _metric("videoanalysis_orchestrator_step_retries_total", step="probe",
-                   grpc_code="FAILED_PRECONDITION") == retries_before
+    assert (
+        _metric(
+            "videoanalysis_orchestrator_step_retries_total",
+            step="probe",
+            grpc_code="FAILED_PRECONDITION",
+        )
+        == retries_before
+    )
     assert leftover_temp_files(job_settings.media_root) == []
 
 
@@ -257,7 +328,8 @@ async def test_bad_requests_are_refused(
     clip = put(HAMILTON, "x.mp4", duration_s=1)
     with pytest.raises(InvalidArgument):
         await orchestrator.submit(
-            [clip], orchestrator_pb2.JobOptions(min_speakers=3, max_speakers=2))
+            [clip], orchestrator_pb2.JobOptions(min_speakers=3, max_speakers=2)
+        )
     with pytest.raises(InvalidArgument):
         await orchestrator.submit([clip], orchestrator_pb2.JobOptions(output_dir="/abs"))
     assert await orchestrator.store.list_jobs() == []
@@ -265,7 +337,9 @@ async def test_bad_requests_are_refused(
 
 @pytest.mark.allow_error_logs
 async def test_a_service_killed_mid_job_is_retried(
-    stack, orchestrator: Orchestrator, put: Callable[..., str],
+    stack,
+    orchestrator: Orchestrator,
+    put: Callable[..., str],
     job_settings: OrchestratorSettings,
 ) -> None:
     clip = put(HAMILTON, "killed.mp4")
@@ -280,7 +354,8 @@ async def test_a_service_killed_mid_job_is_retried(
 
     await eventually(scene_running, 120, "scene detection to make progress")
     retries_before = _metric(
-        "videoanalysis_orchestrator_step_retries_total", step="scene", grpc_code="UNAVAILABLE")
+        "videoanalysis_orchestrator_step_retries_total", step="scene", grpc_code="UNAVAILABLE"
+    )
     stack.local.kill("scene")
     await asyncio.sleep(0.5)
     stack.restart("scene")
@@ -288,12 +363,17 @@ async def test_a_service_killed_mid_job_is_retried(
     assert (job.state, job.error) == (st.COMPLETED, "")
     (video,) = job.videos
     assert video.steps["scene"].attempts >= 2
-    assert _metric("videoanalysis_orchestrator_step_retries_total", step="scene",
-                   grpc_code="UNAVAILABLE") >= retries_before + 1
+    assert (
+        _metric(
+            "videoanalysis_orchestrator_step_retries_total", step="scene", grpc_code="UNAVAILABLE"
+        )
+        >= retries_before + 1
+    )
     check_legacy_outputs(job_settings.media_root, video)
     check_archive(job_settings, video)
     scenes = legacy.parse_scenes_csv(
-        (job_settings.media_root / video.output_dir / f"{video.stem}_scenes.csv").read_text())
+        (job_settings.media_root / video.output_dir / f"{video.stem}_scenes.csv").read_text()
+    )
     assert scenes[0][0] == 0 and scenes[-1][1] + 1 >= 248  # whole video: no partial result
     assert leftover_temp_files(job_settings.media_root) == []
     await stack.local.wait_ready("scene", 300)
@@ -333,12 +413,38 @@ async def test_cancel_stops_every_stage(
     audio = HAMILTON.parents[1] / "audio"
     await asyncio.to_thread(
         subprocess.run,
-        ["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(HAMILTON),
-         "-i", str(audio / "conv_dev_1.wav"), "-i", str(audio / "conv_dev_2.wav"),
-         "-i", str(audio / "conv_dev_3.wav"),
-         "-filter_complex", "[1:a][2:a][3:a]concat=n=3:v=0:a=1[a]", "-map", "0:v",
-         "-map", "[a]", "-shortest", "-vf", "scale=320:180,fps=25", "-c:v", "libx264",
-         "-preset", "ultrafast", "-c:a", "aac", str(target)],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(HAMILTON),
+            "-i",
+            str(audio / "conv_dev_1.wav"),
+            "-i",
+            str(audio / "conv_dev_2.wav"),
+            "-i",
+            str(audio / "conv_dev_3.wav"),
+            "-filter_complex",
+            "[1:a][2:a][3:a]concat=n=3:v=0:a=1[a]",
+            "-map",
+            "0:v",
+            "-map",
+            "[a]",
+            "-shortest",
+            "-vf",
+            "scale=320:180,fps=25",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            str(target),
+        ],
         check=True,
     )
     job_id = await orchestrator.submit([clip.as_posix()])
@@ -349,8 +455,10 @@ async def test_cancel_stops_every_stage(
         assert job.state in (orchestrator_pb2.JOB_STATE_QUEUED, orchestrator_pb2.JOB_STATE_RUNNING)
         steps = {s.name: s for s in job.videos[0].steps} if job.videos else {}
         return (
-            all(n in steps and steps[n].state == orchestrator_pb2.STEP_STATE_RUNNING
-                for n in ("scene", "audio", "tracking"))
+            all(
+                n in steps and steps[n].state == orchestrator_pb2.STEP_STATE_RUNNING
+                for n in ("scene", "audio", "tracking")
+            )
             and steps["tracking"].progress.done > 0
         )
 
@@ -368,8 +476,9 @@ async def test_cancel_stops_every_stage(
     for _ in range(8):
         before = {name: _cpu_seconds(pid) for name, pid in stack.pids().items()}
         await asyncio.sleep(2.0)
-        used = {name: round(_cpu_seconds(pid) - before[name], 2)
-                for name, pid in stack.pids().items()}
+        used = {
+            name: round(_cpu_seconds(pid) - before[name], 2) for name, pid in stack.pids().items()
+        }
         windows.append(used)
         if all(seconds < 0.4 for seconds in used.values()):
             break
@@ -377,9 +486,12 @@ async def test_cancel_stops_every_stage(
         raise AssertionError(f"the services kept working after the cancel: {windows}")
 
 
-async def _grpc_wait(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, job_id: str,
-                     condition: Callable[[orchestrator_pb2.Job], bool], timeout_s: float) -> (
-        orchestrator_pb2.Job):
+async def _grpc_wait(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceStub,
+    job_id: str,
+    condition: Callable[[orchestrator_pb2.Job], bool],
+    timeout_s: float,
+) -> orchestrator_pb2.Job:
     deadline = time.monotonic() + timeout_s
     while True:
         job = None
@@ -410,7 +522,10 @@ def _serve(settings: OrchestratorSettings, port: int, log: Path) -> subprocess.P
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "serve", "--port", str(port)],
-            cwd=Path(__file__).resolve().parents[2], env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -456,11 +571,18 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
             final = await _grpc_wait(
-                stub, job_id, lambda j: j.state not in (orchestrator_pb2.JOB_STATE_QUEUED,
-                                                        orchestrator_pb2.JOB_STATE_RUNNING), 240)
+                stub,
+                job_id,
+                lambda j: (
+                    j.state
+                    not in (orchestrator_pb2.JOB_STATE_QUEUED, orchestrator_pb2.JOB_STATE_RUNNING)
+                ),
+                240,
+            )
             assert final.state == orchestrator_pb2.JOB_STATE_COMPLETED, final.error
-            listed = await stub.ListJobs(orchestrator_pb2.ListJobsRequest(
-                states=[orchestrator_pb2.JOB_STATE_COMPLETED]))
+            listed = await stub.ListJobs(
+                orchestrator_pb2.ListJobsRequest(states=[orchestrator_pb2.JOB_STATE_COMPLETED])
+            )
             assert [j.job_id for j in listed.jobs] == [job_id]
             with pytest.raises(grpc.aio.AioRpcError) as missing:
                 await stub.GetJob(orchestrator_pb2.GetJobRequest(job_id="nope"))
@@ -481,8 +603,10 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
             assert new[name].finished_at == step.finished_at, name
         elif step.state == orchestrator_pb2.STEP_STATE_RUNNING:
             assert new[name].attempts == step.attempts + 1, name
-        assert new[name].state in (orchestrator_pb2.STEP_STATE_SUCCEEDED,
-                                   orchestrator_pb2.STEP_STATE_SKIPPED), name
+        assert new[name].state in (
+            orchestrator_pb2.STEP_STATE_SUCCEEDED,
+            orchestrator_pb2.STEP_STATE_SKIPPED,
+        ), name
     store = await st.JobStore.open(job_settings.database())
     try:
         job = await store.get_job(job_id)
@@ -498,12 +622,17 @@ async def _grpc_wait_submit(
     stub: orchestrator_pb2_grpc.OrchestratorServiceStub, clip: str
 ) -> orchestrator_pb2.Job:
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.SubmitJob(orchestrator_pb2.SubmitJobRequest(
-            inputs=[common_pb2.MediaRef(path="/etc/passwd")]))
+        await stub.SubmitJob(
+            orchestrator_pb2.SubmitJobRequest(inputs=[common_pb2.MediaRef(path="/etc/passwd")])
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    return await stub.SubmitJob(orchestrator_pb2.SubmitJobRequest(
-        inputs=[common_pb2.MediaRef(path=clip)],
-        options=orchestrator_pb2.JobOptions(no_cache=True), label="resume"))
+    return await stub.SubmitJob(
+        orchestrator_pb2.SubmitJobRequest(
+            inputs=[common_pb2.MediaRef(path=clip)],
+            options=orchestrator_pb2.JobOptions(no_cache=True),
+            label="resume",
+        )
+    )
 
 
 async def test_an_archive_is_extracted_and_its_videos_analysed(
@@ -545,9 +674,19 @@ def _cli(settings: OrchestratorSettings, *args: str) -> subprocess.CompletedProc
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", "--media-root",
-         str(settings.media_root), *args],
-        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            "--media-root",
+            str(settings.media_root),
+            *args,
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -562,8 +701,13 @@ async def test_the_cli_brings_outside_files_in_and_reports_failures(
     out = (job_settings.media_root / job_settings.output_dir / "cli_clip").resolve()
     assert f"outputs: {out}" in done.stdout
     assert (job_settings.media_root / "imports" / "cli_clip" / "cli_clip.mp4").is_file()
-    for name in ("cli_clip_scenes.csv", "cli_clip_audio.json", "cli_clip_tracking.json",
-                 "docs/cli_clip.json", "docs/cli_clip_audio.json"):
+    for name in (
+        "cli_clip_scenes.csv",
+        "cli_clip_audio.json",
+        "cli_clip_tracking.json",
+        "docs/cli_clip.json",
+        "docs/cli_clip_audio.json",
+    ):
         assert (out / name).is_file(), name
 
     broken = tmp_path / "elsewhere" / "cli_broken.mp4"
@@ -577,10 +721,12 @@ async def test_round_robin_uses_the_live_replica_when_another_is_down(
     job_settings: OrchestratorSettings, put: Callable[..., str]
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    settings = job_settings.model_copy(update={
-        name: f"{dead},{getattr(job_settings, name)}"
-        for name in ("scene_addr", "audio_addr", "tracking_addr")
-    })
+    settings = job_settings.model_copy(
+        update={
+            name: f"{dead},{getattr(job_settings, name)}"
+            for name in ("scene_addr", "audio_addr", "tracking_addr")
+        }
+    )
     store = await st.JobStore.open(settings.database())
     clients = Clients.open(settings)
     running = Orchestrator(settings, store, clients)

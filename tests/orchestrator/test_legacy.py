@@ -11,9 +11,23 @@ from orchestrator import legacy
 from orchestrator.fusion import FaceObservation, SpeakerTurn, fuse
 
 LEGACY_OBJECT_KEYS = [
-    "id", "centroid_x", "centroid_y", "bbox_xmin", "bbox_xmax", "source", "label", "confidence",
-    "blendshapes", "bbox_ymin", "bbox_ymax", "bbox_width", "bbox_height", "is_speaking",
-    "speaking_confidence", "speaking_method", "speaking_sources",
+    "id",
+    "centroid_x",
+    "centroid_y",
+    "bbox_xmin",
+    "bbox_xmax",
+    "source",
+    "label",
+    "confidence",
+    "blendshapes",
+    "bbox_ymin",
+    "bbox_ymax",
+    "bbox_width",
+    "bbox_height",
+    "is_speaking",
+    "speaking_confidence",
+    "speaking_method",
+    "speaking_sources",
 ]
 
 
@@ -100,8 +114,15 @@ def test_reduce_tracking_keeps_the_after_effects_keys() -> None:
     reduced = legacy.reduce_tracking(_tracking_document())
     assert reduced is not None and list(reduced) == ["frames_analysis"]
     obj = reduced["frames_analysis"][0]["tracked_objects"][0]
-    assert list(obj) == ["id", "centroid_x", "source", "label", "active_speakers",
-                         "bbox_width", "bbox_height"]
+    assert list(obj) == [
+        "id",
+        "centroid_x",
+        "source",
+        "label",
+        "active_speakers",
+        "bbox_width",
+        "bbox_height",
+    ]
     # One still face during speech is not given the speaker (the legacy rule would have).
     assert obj["active_speakers"] == []
     assert legacy.reduced_json(reduced) == json.dumps(reduced, indent=2)
@@ -109,18 +130,34 @@ def test_reduce_tracking_keeps_the_after_effects_keys() -> None:
 
 def test_reduce_tracking_of_a_legacy_file_uses_the_legacy_rule() -> None:
     legacy_obj = {
-        "id": "obj_1", "centroid_x": 10, "source": "face_landmarker", "label": "face",
-        "bbox_width": None, "bbox_height": 5,
+        "id": "obj_1",
+        "centroid_x": 10,
+        "source": "face_landmarker",
+        "label": "face",
+        "bbox_width": None,
+        "bbox_height": 5,
         "speaking_sources": {"audio": {"active_speakers": ["SPEAKER_03"]}},
     }
-    reduced = legacy.reduce_tracking({"frames": [{"frame": 1, "tracked_objects": [legacy_obj]},
-                                                 {"frame": 2}]})
-    assert reduced == {"frames_analysis": [
-        {"frame": 1, "tracked_objects": [{"id": "obj_1", "centroid_x": 10,
-                                          "source": "face_landmarker", "label": "face",
-                                          "active_speakers": ["SPEAKER_03"]}]},
-        {"frame": 2, "tracked_objects": []},
-    ]}
+    reduced = legacy.reduce_tracking(
+        {"frames": [{"frame": 1, "tracked_objects": [legacy_obj]}, {"frame": 2}]}
+    )
+    assert reduced == {
+        "frames_analysis": [
+            {
+                "frame": 1,
+                "tracked_objects": [
+                    {
+                        "id": "obj_1",
+                        "centroid_x": 10,
+                        "source": "face_landmarker",
+                        "label": "face",
+                        "active_speakers": ["SPEAKER_03"],
+                    }
+                ],
+            },
+            {"frame": 2, "tracked_objects": []},
+        ]
+    }
 
 
 @pytest.mark.parametrize("document", [[], {"frames_analysis": []}, {"frames": None}, "x"])
@@ -130,14 +167,21 @@ def test_reduce_tracking_refuses_unexpected_documents(document: object) -> None:
 
 
 def test_reduce_audio_is_idempotent_and_drops_frames_without_info() -> None:
-    full = json.loads(legacy.audio_json("c.mp4", 2, [
-        legacy.AudioFrame(1, ()), legacy.AudioFrame(2, ("SPEAKER_00",))]))
+    full = json.loads(
+        legacy.audio_json(
+            "c.mp4", 2, [legacy.AudioFrame(1, ()), legacy.AudioFrame(2, ("SPEAKER_00",))]
+        )
+    )
     full["frames_analysis"].append({"frame": 3, "audio_info": None})
     reduced = legacy.reduce_audio(full)
-    assert reduced == {"frames_analysis": [
-        {"frame": 1, "audio_info": {"is_speech_present": False, "active_speaker_labels": []}},
-        {"frame": 2, "audio_info": {"is_speech_present": True,
-                                    "active_speaker_labels": ["SPEAKER_00"]}},
-    ]}
+    assert reduced == {
+        "frames_analysis": [
+            {"frame": 1, "audio_info": {"is_speech_present": False, "active_speaker_labels": []}},
+            {
+                "frame": 2,
+                "audio_info": {"is_speech_present": True, "active_speaker_labels": ["SPEAKER_00"]},
+            },
+        ]
+    }
     assert legacy.reduce_audio(reduced) == reduced
     assert legacy.reduce_audio({"frames": []}) is None

@@ -12,9 +12,18 @@ async def _job(db: st.JobStore) -> None:
     await db.create_job("j1", ["a/one.mp4", "b"], {"no_cache": True}, "label", "output")
     await db.add_videos(
         "j1",
-        [st.VideoRow(idx=i, input_idx=0, path=f"a/{n}.mp4", project="a", stem=n,
-                     output_dir="output/a", work_dir=f".work/j1/{i}-{n}")
-         for i, n in enumerate(["one", "two"])],
+        [
+            st.VideoRow(
+                idx=i,
+                input_idx=0,
+                path=f"a/{n}.mp4",
+                project="a",
+                stem=n,
+                output_dir="output/a",
+                work_dir=f".work/j1/{i}-{n}",
+            )
+            for i, n in enumerate(["one", "two"])
+        ],
     )
 
 
@@ -48,8 +57,9 @@ async def test_jobs_videos_and_steps_survive_a_reopen(tmp_path: Path) -> None:
     await _job(db)
     await db.set_job_state("j1", st.RUNNING)
     await db.update_step("j1", 0, "scene", state=st.RUNNING, add_attempt=True, started=True)
-    await db.update_step("j1", 0, "scene", state=st.SUCCEEDED, result={"file": "x.pb"},
-                         finished=True)
+    await db.update_step(
+        "j1", 0, "scene", state=st.SUCCEEDED, result={"file": "x.pb"}, finished=True
+    )
     await db.update_step("j1", 1, "audio", state=st.RUNNING, add_attempt=True, started=True)
     await db.add_job_error("j1", "not_found", "gone", "b")
     await db.add_job_error("j1", "not_found", "gone", "b")
@@ -59,7 +69,11 @@ async def test_jobs_videos_and_steps_survive_a_reopen(tmp_path: Path) -> None:
     job = await db.get_job("j1")
     assert job is not None
     assert (job.state, job.label, job.options, job.output_dir) == (
-        st.RUNNING, "label", {"no_cache": True}, "output")
+        st.RUNNING,
+        "label",
+        {"no_cache": True},
+        "output",
+    )
     assert [i.path for i in job.inputs] == ["a/one.mp4", "b"]
     assert job.errors == [{"reason": "not_found", "message": "gone", "subject": "b"}]
     assert [v.stem for v in job.videos] == ["one", "two"]
@@ -92,8 +106,18 @@ async def test_adding_the_same_videos_again_keeps_their_progress(tmp_path: Path)
 
 async def _job_videos_again(db: st.JobStore) -> None:
     await db.add_videos(
-        "j1", [st.VideoRow(idx=0, input_idx=0, path="a/one.mp4", project="a", stem="one",
-                           output_dir="output/a", work_dir="w")]
+        "j1",
+        [
+            st.VideoRow(
+                idx=0,
+                input_idx=0,
+                path="a/one.mp4",
+                project="a",
+                stem="one",
+                output_dir="output/a",
+                work_dir="w",
+            )
+        ],
     )
 
 
