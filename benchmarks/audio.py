@@ -19,9 +19,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +27,10 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from orchestrator.stack import LocalStack
 from protos.videoanalysis.v1 import audio_pb2, audio_pb2_grpc, common_pb2
 
-SERVICE = "videoanalysis.v1.AudioService"
 ENGINES = {
     "embedded": audio_pb2.DiarizeRequest.ENGINE_EMBEDDED,
     "pyannote": audio_pb2.DiarizeRequest.ENGINE_PYANNOTE,
@@ -71,57 +67,17 @@ def score(
 # --------------------------------------------------------------------------- the service
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_ready(address: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the audio service exited with code {process.returncode}")
-            try:
-                reply = await health.Check(
-                    health_pb2.HealthCheckRequest(service=SERVICE), timeout=2
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError("the audio service did not become ready")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 async def run_service(
     audio: Path, engine: str, extra_env: dict[str, str], repeat: int
 ) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-audio-") as media:
         shutil.copy2(audio, Path(media) / audio.name)
-        port = _free_port()
-        env = {**os.environ, **extra_env}
-        cmd = [sys.executable, "-m", "services.audio", "--port", str(port), "--metrics-port", "-1",
-               "--media-root", media, "--host", "127.0.0.1", "--log-level", "WARNING"]  # fmt: skip
+        stack = LocalStack(Path(media), Path(media) / "logs")
         started = time.perf_counter()
-        process = await asyncio.to_thread(
-            subprocess.Popen, cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
         try:
-            address = f"127.0.0.1:{port}"
-            await _wait_ready(address, process, 300)
+            address = (await stack.start(["audio"], timeout_s=300, env=extra_env))["audio"]
             ready_s = time.perf_counter() - started
+            pid = stack.services["audio"].process.pid
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = audio_pb2_grpc.AudioServiceStub(channel)
                 request = audio_pb2.DiarizeRequest(
@@ -130,15 +86,15 @@ async def run_service(
                 walls, cpus = [], []
                 result = None
                 for _ in range(repeat):
-                    cpu_before = _process_cpu_s(process.pid)
+                    cpu_before = _process_cpu_s(pid)
                     begin = time.perf_counter()
                     async for reply in stub.Diarize(request):
                         if reply.HasField("result"):
                             result = reply.result
                     walls.append(time.perf_counter() - begin)
-                    cpus.append(_process_cpu_s(process.pid) - cpu_before)
+                    cpus.append(_process_cpu_s(pid) - cpu_before)
         finally:
-            await asyncio.to_thread(_stop, process)
+            await stack.stop(30)
     assert result is not None
     segments = [(s.start_s, s.end_s, s.speaker) for s in result.segments]
     return {

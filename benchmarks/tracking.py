@@ -30,24 +30,20 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scipy.optimize import linear_sum_assignment
 
+from orchestrator.stack import LocalStack
 from protos.videoanalysis.v1 import common_pb2, tracking_pb2, tracking_pb2_grpc
 from services.common import ffmpeg
 from services.tracking.geometry import FEATURES, iou_matrix, suppress_duplicates
-from services.tracking.server import SERVICE_NAME
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _frame_offset(path: Path, fps: float) -> int:
@@ -119,31 +115,6 @@ def naive_loop(path: Path, decoder: str) -> tuple[float, dict[int, np.ndarray]]:
     return len(boxes) / elapsed, boxes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_ready(address: str, process: subprocess.Popen, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the tracking service exited with code {process.returncode}")
-            try:
-                reply = await stub.Check(
-                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the tracking service did not become ready")
-
-
 async def service_run(
     address: str, media_path: str, workers: int, landmarks: bool
 ) -> tuple[float, dict[int, list[tuple[str, np.ndarray]]], tracking_pb2.TrackSummary]:
@@ -208,32 +179,22 @@ def compare(
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     video = Path(args.video).resolve()
-    port = _free_port()
-    env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "0", "TRACKING_LOG_LEVEL": "WARNING"}
-    command = [
-        sys.executable, "-m", "services.tracking", "--port", str(port), "--metrics-port", "-1",
-        "--media-root", str(video.parent), "--host", "127.0.0.1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
     runs: dict[str, list[float]] = {"service": [], "naive": [], "naive_ffmpeg_fed": []}
-    try:
-        asyncio.run(_wait_ready(address, process))
-        for _ in range(args.repeat):
-            fps, opencv_boxes = naive_loop(video, "opencv")
-            runs["naive"].append(fps)
-            fps, ffmpeg_boxes = naive_loop(video, "ffmpeg")
-            runs["naive_ffmpeg_fed"].append(fps)
-            fps, faces, summary = asyncio.run(
-                service_run(address, video.name, args.workers, args.landmarks)
-            )
-            runs["service"].append(fps)
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as logs:
+        stack = LocalStack(video.parent, Path(logs))
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            address = asyncio.run(stack.start(["tracking"], timeout_s=180))["tracking"]
+            for _ in range(args.repeat):
+                fps, opencv_boxes = naive_loop(video, "opencv")
+                runs["naive"].append(fps)
+                fps, ffmpeg_boxes = naive_loop(video, "ffmpeg")
+                runs["naive_ffmpeg_fed"].append(fps)
+                fps, faces, summary = asyncio.run(
+                    service_run(address, video.name, args.workers, args.landmarks)
+                )
+                runs["service"].append(fps)
+        finally:
+            asyncio.run(stack.stop(30))
     best = {name: max(values) for name, values in runs.items()}
     recall, service_only = compare(ffmpeg_boxes, faces)
     deduplicated = {i: _deduplicated(b) for i, b in ffmpeg_boxes.items()}

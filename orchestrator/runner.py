@@ -755,8 +755,16 @@ class Orchestrator:
             paths += [p for p in files.values() if isinstance(p, str)]
         return all((self.media.root / p).exists() for p in paths)
 
-    def _deadline(self, duration_s: float) -> float:
-        return self.settings.deadline_base_s + self.settings.deadline_per_media_s * duration_s
+    def _call_options(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
+        """A service call's deadline (scaled to the video's length) and where its progress and
+        retries are reported."""
+        settings = self.settings
+        return {
+            "deadline_s": settings.deadline_base_s
+            + settings.deadline_per_media_s * context.duration_s,
+            "on_progress": report.progress,
+            "on_retry": report.retry,
+        }
 
     def _abs(self, relative: str) -> Path:
         return self.media.root / relative
@@ -770,9 +778,7 @@ class Orchestrator:
         result = await self.clients.ingest.normalize(
             video.path,
             output,
-            deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress,
-            on_retry=report.retry,
+            **self._call_options(context, report),
         )
         return {
             "path": result.output.path or output,
@@ -796,9 +802,7 @@ class Orchestrator:
         )
         result = await self.clients.scene.detect(
             request,
-            deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress,
-            on_retry=report.retry,
+            **self._call_options(context, report),
         )
         path = f"{context.video.work_dir}/scene.pb"
         await asyncio.to_thread(artifacts.write_message, self._abs(path), result)
@@ -822,9 +826,7 @@ class Orchestrator:
         )
         result = await self.clients.audio.diarize(
             request,
-            deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress,
-            on_retry=report.retry,
+            **self._call_options(context, report),
         )
         path = f"{context.video.work_dir}/audio.pb"
         await asyncio.to_thread(artifacts.write_message, self._abs(path), result)
@@ -844,9 +846,7 @@ class Orchestrator:
         )
         output = await self.clients.tracking.track(
             request,
-            deadline_s=self._deadline(context.duration_s),
-            on_progress=report.progress,
-            on_retry=report.retry,
+            **self._call_options(context, report),
         )
         path = f"{context.video.work_dir}/tracking.pbs"
         await asyncio.to_thread(artifacts.write_tracking, self._abs(path), output)

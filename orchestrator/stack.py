@@ -83,13 +83,25 @@ class LocalStack:
         self.python = python
         self.services: dict[str, LocalService] = {}
 
-    def spawn(self, name: str, port: int | None = None, metrics_port: int = -1) -> LocalService:
+    def spawn(
+        self,
+        name: str,
+        port: int | None = None,
+        metrics_port: int = -1,
+        env: dict[str, str] | None = None,
+    ) -> LocalService:
         """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait.
-        ``metrics_port`` -1 (the default) turns its Prometheus endpoint off."""
+        ``metrics_port`` -1 (the default) turns its Prometheus endpoint off; ``env`` adds
+        settings to the inherited environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         log_path = self.log_dir / f"{name}.log"
-        env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "PYANNOTE_METRICS_ENABLED": "0",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(
                 [
@@ -117,10 +129,12 @@ class LocalStack:
         log.info("started %s (pid %d) on port %d", name, process.pid, port)
         return service
 
-    async def start(self, names: Sequence[str], timeout_s: float = 600.0) -> dict[str, str]:
+    async def start(
+        self, names: Sequence[str], timeout_s: float = 600.0, env: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """Starts the named services and waits until all are ready; returns their addresses."""
         for name in names:
-            self.spawn(name)
+            self.spawn(name, env=env)
         await asyncio.gather(*(self.wait_ready(name, timeout_s) for name in names))
         return {name: self.services[name].address for name in names}
 
