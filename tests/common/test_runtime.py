@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 from services.common.errors import InvalidArgument, MediaNotFound
 from services.common.media import MediaRoot
+from services.common.server import start_server
 from services.ingest.config import IngestSettings
 from services.ingest.server import SERVICE_NAME, build_services
 
@@ -145,3 +146,26 @@ def test_channel_targets() -> None:
     assert channel_target(["[::1]:5"]) == "ipv6:[::1]:5"
     with pytest.raises(InvalidArgument):
         channel_target("a:1,b:2")
+
+
+async def test_stopping_drains_then_runs_each_close_hook(media_root: Path) -> None:
+    """``RunningServer.stop`` (what SIGTERM runs) reports NOT_SERVING, stops the server and then
+    releases each service's resources (worker pools, child processes) through its close hook."""
+    closed: list[str] = []
+    settings = IngestSettings(port=0, metrics_port=-1, media_root=media_root)
+    (ingest,) = build_services(settings)
+    ingest.close = lambda: closed.append("ingest")
+    running = await start_server(settings, [ingest])
+    await running.mark_ready()
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    await running.stop(0)
+    assert closed == ["ingest"]
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+    assert error.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
