@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=SceneSettings().batch_windows)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--cpu-precision", default="float32", choices=["float32", "bfloat16"],
+        help="the service's CPU precision (the reference always runs float32)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     video = args.video.resolve()
     if not video.is_file():
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         batch_windows=args.batch,
         torch_threads=args.threads,
+        cpu_precision=args.cpu_precision,
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "reference.npz"

@@ -122,3 +122,21 @@ def test_cuda_matches_the_cpu(amp: bool, tolerance: float) -> None:
     cuda.load()
     for expected, got in zip(cpu._forward(frames), cuda._forward(frames), strict=True):
         assert np.abs(expected - got).max() <= tolerance
+
+
+def test_cpu_bfloat16_is_opt_in_and_stays_close_on_real_cuts() -> None:
+    """bfloat16 on the CPU really changes the arithmetic (so it ran), but only slightly."""
+    video = TESTDATA / "scenes" / "cuts_dev_1.mp4"
+    frames = iter_decoded_frames(video)
+    windows = np.stack([w for _, group, _ in iter_windows(frames, 1) for w in group][:4])
+    exact = SceneDetector(device="cpu")
+    exact.load()
+    fast = SceneDetector(device="cpu", cpu_precision="bfloat16")
+    fast.load()
+    assert fast.device_label.endswith("bfloat16)")
+    for expected, got in zip(exact._forward(windows), fast._forward(windows), strict=True):
+        difference = np.abs(expected - got)
+        assert 0 < difference.max() <= 0.05
+        assert difference.mean() <= 5e-3
+    with pytest.raises(ValueError, match="cpu_precision"):
+        SceneDetector(cpu_precision="float16")
