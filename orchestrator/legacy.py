@@ -34,6 +34,12 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 #: Frame rate of every legacy file (the pipeline normalises to 25 fps).
 LEGACY_FPS = 25
 SCENES_HEADER = ("No", "Timecode In", "Timecode Out", "Frame In", "Frame Out")
+#: The legacy keys of a tracked object, in the legacy order (spec 03 §10); new fields follow them.
+TRACKED_OBJECT_KEYS = (
+    "id", "centroid_x", "centroid_y", "bbox_xmin", "bbox_xmax", "source", "label", "confidence",
+    "blendshapes", "bbox_ymin", "bbox_ymax", "bbox_width", "bbox_height", "is_speaking",
+    "speaking_confidence", "speaking_method", "speaking_sources",
+)  # fmt: skip
 
 
 # Scenes (spec 02 §1.4).

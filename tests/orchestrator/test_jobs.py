@@ -39,25 +39,6 @@ HAMILTON = (
     / "video"
     / ("short_hamilton_clip.mp4")
 )
-LEGACY_OBJECT_KEYS = [
-    "id",
-    "centroid_x",
-    "centroid_y",
-    "bbox_xmin",
-    "bbox_xmax",
-    "source",
-    "label",
-    "confidence",
-    "blendshapes",
-    "bbox_ymin",
-    "bbox_ymax",
-    "bbox_width",
-    "bbox_height",
-    "is_speaking",
-    "speaking_confidence",
-    "speaking_method",
-    "speaking_sources",
-]
 AUDIO_INFO_KEYS = [
     "is_speech_present",
     "num_distinct_speakers_audio",
@@ -126,7 +107,7 @@ def check_legacy_outputs(media_root: Path, video: st.VideoRow) -> dict[str, obje
     objects = [obj for f in tracking["frames"] for obj in f["tracked_objects"]]
     assert objects, "no face tracked"
     for obj in objects:
-        assert list(obj)[: len(LEGACY_OBJECT_KEYS)] == LEGACY_OBJECT_KEYS
+        assert tuple(obj)[: len(legacy.TRACKED_OBJECT_KEYS)] == legacy.TRACKED_OBJECT_KEYS
         assert re.match(r"^obj_\d+$", obj["id"]) and obj["label"] == "face"
         assert obj["bbox_xmax"] - obj["bbox_xmin"] == obj["bbox_width"]
         assert obj["bbox_ymax"] - obj["bbox_ymin"] == obj["bbox_height"]

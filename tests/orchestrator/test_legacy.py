@@ -10,26 +10,6 @@ from scenedetect import FrameTimecode
 from orchestrator import legacy
 from orchestrator.fusion import FaceObservation, SpeakerTurn, fuse
 
-LEGACY_OBJECT_KEYS = [
-    "id",
-    "centroid_x",
-    "centroid_y",
-    "bbox_xmin",
-    "bbox_xmax",
-    "source",
-    "label",
-    "confidence",
-    "blendshapes",
-    "bbox_ymin",
-    "bbox_ymax",
-    "bbox_width",
-    "bbox_height",
-    "is_speaking",
-    "speaking_confidence",
-    "speaking_method",
-    "speaking_sources",
-]
-
 
 @pytest.mark.parametrize("frame", [0, 1, 13, 39, 40, 99, 1499, 89_999, 1_234_567])
 def test_timecode_matches_pyscenedetect(frame: int) -> None:
@@ -100,7 +80,7 @@ def test_tracking_document_keeps_legacy_keys_in_order() -> None:
     assert document["metadata"]["total_frames"] == 3
     assert [f["frame"] for f in document["frames"]] == [1, 2, 3]
     obj = document["frames"][0]["tracked_objects"][0]
-    assert list(obj)[: len(LEGACY_OBJECT_KEYS)] == LEGACY_OBJECT_KEYS
+    assert tuple(obj)[: len(legacy.TRACKED_OBJECT_KEYS)] == legacy.TRACKED_OBJECT_KEYS
     assert obj["id"] == "obj_1" and obj["source_track_id"] == "obj_7"
     assert (obj["bbox_xmin"], obj["bbox_xmax"], obj["bbox_width"]) == (100, 181, 81)
     assert (obj["bbox_ymin"], obj["bbox_ymax"], obj["bbox_height"]) == (50, 150, 100)
