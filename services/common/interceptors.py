@@ -114,15 +114,13 @@ class RequestIdInterceptor(_WrappingInterceptor):
     ) -> AsyncIterator[Callable[[], None]]:
         metadata = dict(context.invocation_metadata() or ())
         request_id = str(metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex)
-        token = request_id_var.set(request_id)
+        # grpc.aio runs every RPC in its own task, whose context is a copy: the id cannot leak
+        # into other RPCs, so it is never reset (a reset fails when a client cancels a stream,
+        # since the handler's generator is then closed from another context).
+        request_id_var.set(request_id)
         with contextlib.suppress(Exception):
             await context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
-        try:
-            yield _noop
-        finally:
-            # A client cancelling a stream can finish the generator in another context.
-            with contextlib.suppress(ValueError):
-                request_id_var.reset(token)
+        yield _noop
 
 
 class MetricsInterceptor(_WrappingInterceptor):
