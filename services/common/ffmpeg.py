@@ -104,10 +104,10 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
     except subprocess.TimeoutExpired as exc:
         raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
     if done.returncode != 0:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UndecodableMedia(
-            f"not a readable media file: {path.name} ({reason[-1] if reason else 'ffprobe failed'})"
-        )
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        # ffprobe prefixes the reason with the server-side path, which clients need not see.
+        reason = lines[-1].replace(f"{path}: ", "") if lines else "ffprobe failed"
+        raise UndecodableMedia(f"not a readable media file: {path.name} ({reason})")
     data = json.loads(done.stdout or b"{}")
     streams = data.get("streams", [])
     fmt = data.get("format", {})
