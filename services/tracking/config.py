@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
+from services.tracking.mesh import MeshOptions
+from services.tracking.pipeline import TrackingOptions
 from services.tracking.worker import Cadence
 
 
@@ -102,4 +104,39 @@ def cadence_of(settings: TrackingSettings) -> Cadence:
         cut_threshold=settings.cut_threshold,
         idle_detect_every=settings.idle_detect_every,
         reuse_duplicates=settings.reuse_duplicates,
+    )
+
+
+def mesh_options_of(settings: TrackingSettings) -> MeshOptions:
+    """The face graph the settings describe (the one every worker builds at start)."""
+    return MeshOptions(
+        max_faces=settings.max_faces,
+        min_detection_confidence=settings.min_detection_confidence,
+        min_presence_confidence=settings.min_presence_confidence,
+        refine_landmarks=settings.refine_landmarks,
+    )
+
+
+def tracking_options_of(
+    settings: TrackingSettings,
+    mesh: MeshOptions,
+    *,
+    workers: int,
+    batch_frames: int,
+    include_landmarks: bool = False,
+) -> TrackingOptions:
+    """The options of one video: the settings' values with what a request chose."""
+    return TrackingOptions(
+        mesh=mesh,
+        cadence=cadence_of(settings),
+        include_landmarks=include_landmarks,
+        workers=workers,
+        batch_frames=batch_frames,
+        max_side=settings.max_side,
+        chunk_frames=settings.chunk_frames,
+        chunks_per_worker=settings.chunks_per_worker,
+        overlap_frames=settings.overlap_frames,
+        buffer_mb=settings.buffer_mb,
+        max_missed=settings.max_missed,
+        split_at_cuts=settings.split_at_cuts,
     )

@@ -24,9 +24,13 @@ import numpy as np
 
 from services.common import ffmpeg
 from services.common.blocking import CancelToken
-from services.tracking.config import TrackingSettings, available_cores, cadence_of
-from services.tracking.mesh import MeshOptions
-from services.tracking.pipeline import FrameFaces, Summary, TrackingOptions, track_video
+from services.tracking.config import (
+    TrackingSettings,
+    available_cores,
+    mesh_options_of,
+    tracking_options_of,
+)
+from services.tracking.pipeline import FrameFaces, Summary, track_video
 from services.tracking.pool import WorkerPool
 
 
@@ -128,23 +132,9 @@ def track(
     video: Path, settings: TrackingSettings, workers: int
 ) -> tuple[list[FrameFaces], Summary]:
     """Every frame's tracked faces, computed exactly as the service would."""
-    mesh = MeshOptions(
-        max_faces=settings.max_faces,
-        min_detection_confidence=settings.min_detection_confidence,
-        min_presence_confidence=settings.min_presence_confidence,
-        refine_landmarks=settings.refine_landmarks,
-    )
-    options = TrackingOptions(
-        mesh=mesh,
-        cadence=cadence_of(settings),
-        workers=workers,
-        max_side=settings.max_side,
-        chunk_frames=settings.chunk_frames,
-        chunks_per_worker=settings.chunks_per_worker,
-        overlap_frames=settings.overlap_frames,
-        buffer_mb=settings.buffer_mb,
-        max_missed=settings.max_missed,
-        split_at_cuts=settings.split_at_cuts,
+    mesh = mesh_options_of(settings)
+    options = tracking_options_of(
+        settings, mesh, workers=workers, batch_frames=settings.batch_frames
     )
     pool = WorkerPool(workers, mesh, model_root=settings.model_root)
     frames: list[FrameFaces] = []

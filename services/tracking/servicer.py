@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -13,8 +14,7 @@ from services.common.blocking import CancelToken, iterate_in_thread
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
-from services.tracking.config import TrackingSettings, cadence_of
-from services.tracking.mesh import MeshOptions
+from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
 from services.tracking.pipeline import (
     Event,
     FrameFaces,
@@ -33,13 +33,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
     def __init__(self, settings: TrackingSettings) -> None:
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
-        self._default_mesh = MeshOptions(
-            max_faces=settings.max_faces,
-            min_detection_confidence=settings.min_detection_confidence,
-            min_presence_confidence=settings.min_presence_confidence,
-            refine_landmarks=settings.refine_landmarks,
-        )
-        self._cadence = cadence_of(settings)
+        self._default_mesh = mesh_options_of(settings)
         self.pool = WorkerPool(
             settings.pool_size,
             self._default_mesh,
@@ -77,25 +71,17 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             raise InvalidArgument(
                 f"batch_frames must be between 1 and {MAX_BATCH_FRAMES}, got {request.batch_frames}"
             )
-        mesh = MeshOptions(
+        mesh = replace(
+            self._default_mesh,
             max_faces=max_faces,
             min_detection_confidence=round(float(confidence), 4),
-            min_presence_confidence=settings.min_presence_confidence,
-            refine_landmarks=settings.refine_landmarks,
         )
-        return TrackingOptions(
-            mesh=mesh,
-            cadence=self._cadence,
-            include_landmarks=request.include_landmarks,
+        return tracking_options_of(
+            settings,
+            mesh,
             workers=min(request.workers or self.pool.size, self.pool.size),
             batch_frames=batch_frames,
-            max_side=settings.max_side,
-            chunk_frames=settings.chunk_frames,
-            chunks_per_worker=settings.chunks_per_worker,
-            overlap_frames=settings.overlap_frames,
-            buffer_mb=settings.buffer_mb,
-            max_missed=settings.max_missed,
-            split_at_cuts=settings.split_at_cuts,
+            include_landmarks=request.include_landmarks,
         )
 
     async def Track(
