@@ -101,7 +101,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             token = cancel_token(context)
 
             loop = asyncio.get_running_loop()
-            steps: asyncio.Queue[Step] = asyncio.Queue()
+            steps: asyncio.Queue[Step | None] = asyncio.Queue()  # None: the work has ended
 
             def report(step: Step) -> None:  # called on the worker thread
                 with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening
@@ -111,17 +111,11 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             work = asyncio.ensure_future(
                 run_in_thread(lambda tok: diarize_media(path, engine, count, tok, report), token)
             )
+            # The thread's reports were queued before its result reached the loop, so the end
+            # marker comes after every step.
+            work.add_done_callback(lambda _work: steps.put_nowait(None))
             try:
-                while not work.done() or not steps.empty():
-                    if steps.empty():
-                        getter = asyncio.ensure_future(steps.get())
-                        await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                        if not getter.done():
-                            getter.cancel()
-                            continue
-                        step = getter.result()
-                    else:
-                        step = steps.get_nowait()
+                while (step := await steps.get()) is not None:
                     yield audio_pb2.DiarizeResponse(
                         progress=progress(step.done, step.total, step.unit, step.stage)
                     )
