@@ -125,29 +125,28 @@ def measure(
     return features, points
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each box of ``a`` (``A×4``: x0 y0 x1 y1) with each box of ``b`` (``B×4``)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), dtype=np.float64)
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersection area of each box of ``a`` (row) with each box of ``b`` (column), and the
+    areas of ``a`` (``A×1``) and of ``b`` (``1×B``), in float64."""
     a = a[:, None, :].astype(np.float64)
     b = b[None, :, :].astype(np.float64)
     iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return iw * ih, area_a, area_b
+
+
+def _iou(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
     union = area_a + area_b - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def _containment(boxes: np.ndarray) -> np.ndarray:
-    """Share of each box's area (row) that lies inside each other box (column)."""
-    a = boxes[:, None, :].astype(np.float64)
-    b = boxes[None, :, :].astype(np.float64)
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    area = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    return np.where(area > 0, iw * ih / np.maximum(area, 1e-9), 0.0)
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` (``A×4``: x0 y0 x1 y1) with each box of ``b`` (``B×4``)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    return _iou(*_intersections(a, b))
 
 
 def suppress_duplicates(
@@ -160,9 +159,10 @@ def suppress_duplicates(
     if len(features) < 2:
         return np.arange(len(features))
     order = np.argsort(-np.nan_to_num(features[:, 6], nan=0.0), kind="stable")
-    boxes = features[:, :4]
-    overlaps = iou_matrix(boxes, boxes)
-    contained = _containment(boxes) > max_inside
+    inter, area, other_area = _intersections(features[:, :4], features[:, :4])
+    overlaps = _iou(inter, area, other_area)
+    # Share of each box's area (row) that lies inside each other box (column).
+    contained = np.where(area > 0, inter / np.maximum(area, 1e-9), 0.0) > max_inside
     same = (overlaps > max_iou) | contained | contained.T
     kept: list[int] = []
     for index in order:
