@@ -11,7 +11,6 @@ and a CPU retry when CUDA runs out of memory.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import tempfile
 import threading
@@ -55,16 +54,6 @@ def _resolved_config(model_dir: Path, workdir: Path) -> Path:
     target = workdir / _CONFIG_NAME
     target.write_text(yaml.safe_dump(config))
     return target
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class PyannoteEngine:
@@ -149,12 +138,13 @@ class PyannoteEngine:
             raise Unavailable(
                 f"cannot load the pyannote pipeline {source} (gated model or no token?)"
             )
-        overrides = {
-            "segmentation": {"min_duration_off": self.min_duration_off},
-            "clustering": {"min_cluster_size": self.min_cluster_size},
-        }
-        current = pipeline.parameters(instantiated=True)
-        pipeline.instantiate(_merge(current, overrides))
+        # Only these two change: ``instantiate`` keeps the parameters it is not given.
+        pipeline.instantiate(
+            {
+                "segmentation": {"min_duration_off": self.min_duration_off},
+                "clustering": {"min_cluster_size": self.min_cluster_size},
+            }
+        )
         device, self.amp, batch = self._pick_device()
         if batch is not None:
             pipeline.segmentation_batch_size = batch
