@@ -21,7 +21,7 @@ import numpy as np
 
 from services.audio.diarizer import SAMPLE_RATE, ProgressFn, SpeakerCount, Step, Turn, label_turns
 from services.common.blocking import CancelToken
-from services.common.errors import Cancelled, Unavailable
+from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ class PyannoteEngine:
 
         def hook(step: str, _artifact: object, file: object = None, total: int | None = None,
                  completed: int | None = None) -> None:  # fmt: skip
-            if token.cancelled:  # raising here aborts pyannote between batches
-                raise Cancelled("cancelled")
+            token.raise_if_cancelled()  # raising here aborts pyannote between batches
             if completed is None:
                 completed = total = 1
             progress(Step(step, int(completed), int(total or completed), "batches"))
