@@ -309,28 +309,36 @@ def _track(
 def _frames_of(
     result: ChunkResult, tracker: FaceTracker, fps: float, options: TrackingOptions
 ) -> Iterator[FrameFaces]:
-    include_landmarks = options.include_landmarks
+    landmarks = result.landmarks if options.include_landmarks else None
     row = 0
     for offset, count in enumerate(result.counts.tolist()):
         index = result.first_frame + offset
         rows = result.features[row : row + count]
-        points = result.landmarks[row : row + count] if result.landmarks is not None else None
+        points = landmarks[row : row + count] if landmarks is not None else None
         row += count
         new_shot = options.split_at_cuts and bool(result.cuts[offset])
         ids = tracker.update(index, rows[:, :4], new_shot=new_shot)
+        # One conversion to Python floats per frame, not one per value.
         faces = [
-            TrackedFace(
-                track_id=track_id,
-                bbox=(float(r[0]), float(r[1]), float(r[2]), float(r[3])),
-                centroid=(float(r[4]), float(r[5])),
-                confidence=0.0 if math.isnan(r[6]) else float(r[6]),
-                mouth_openness=float(r[7]),
-                jaw_open=float(r[8]),
-                pose=HeadPose(float(r[9]), float(r[10]), float(r[11])),
-                landmarks=points[i] if include_landmarks and points is not None else None,
-            )
-            for i, (track_id, r) in enumerate(zip(ids, rows, strict=True))
+            _tracked_face(track_id, values, points[i] if points is not None else None)
+            for i, (track_id, values) in enumerate(zip(ids, rows.tolist(), strict=True))
         ]
         faces.sort(key=lambda face: face.centroid[0])
         time_s = index / fps if fps > 0 else 0.0
         yield FrameFaces(index, time_s, faces)
+
+
+def _tracked_face(track_id: str, values: list[float], landmarks: np.ndarray | None) -> TrackedFace:
+    """One row of the feature matrix (columns in ``geometry.FEATURES``) as a face."""
+    x_min, y_min, x_max, y_max, centroid_x, centroid_y = values[:6]
+    confidence, mouth_openness, jaw_open, yaw, pitch, roll = values[6:]
+    return TrackedFace(
+        track_id=track_id,
+        bbox=(x_min, y_min, x_max, y_max),
+        centroid=(centroid_x, centroid_y),
+        confidence=0.0 if math.isnan(confidence) else confidence,
+        mouth_openness=mouth_openness,
+        jaw_open=jaw_open,
+        pose=HeadPose(yaw, pitch, roll),
+        landmarks=landmarks,
+    )
