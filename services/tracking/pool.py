@@ -339,14 +339,16 @@ class WorkerPool:
 
     @staticmethod
     def _receive(worker: _Worker, deadline: float) -> tuple | None:
-        while time.monotonic() < deadline:
-            if worker.conn.poll(_POLL_S):
-                try:
-                    return worker.conn.recv()
-                except (EOFError, OSError):
-                    return None
-            if not worker.process.is_alive() and not worker.conn.poll():
-                return ("failed", f"the worker exited with code {worker.process.exitcode}")
+        """The worker's first message (None when its pipe broke), or a ``failed`` one saying why
+        none came before ``deadline``."""
+        ready = wait([worker.conn, worker.process.sentinel], max(0.0, deadline - time.monotonic()))
+        if worker.conn in ready or (ready and worker.conn.poll()):
+            try:
+                return worker.conn.recv()
+            except (EOFError, OSError):
+                return None
+        if ready:
+            return ("failed", f"the worker exited with code {worker.process.exitcode}")
         return ("failed", "timed out loading the models")
 
     def _discard(self, index: int) -> None:
@@ -652,14 +654,13 @@ class WorkerPool:
         self._cancel.value = True
         deadline = time.monotonic() + 10.0
         for worker, _task in running.values():
-            answered = False
-            while time.monotonic() < deadline and worker.process.is_alive():
-                if worker.conn.poll(_POLL_S):
-                    with contextlib.suppress(EOFError, OSError):
-                        worker.conn.recv()
-                    answered = True
-                    break
-            if not answered:
+            timeout = max(0.0, deadline - time.monotonic())
+            if worker.process.is_alive() and worker.conn in wait(
+                [worker.conn, worker.process.sentinel], timeout
+            ):
+                with contextlib.suppress(EOFError, OSError):
+                    worker.conn.recv()
+            else:
                 log.warning("tracking worker %d did not stop; killing it", worker.pid)
                 worker.process.kill()
         self._cancel.value = False
