@@ -23,7 +23,6 @@ from services.scene.boundaries import (
     BoundaryTracker,
     Kind,
     MergedRule,
-    legacy_scenes,
     scenes_from_boundaries,
 )
 from services.scene.config import SceneSettings
@@ -149,35 +148,24 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
                     progress=progress(frame_count, frame_count, _UNIT, _STAGE)
                 )
             yield scene_pb2.DetectScenesResponse(
-                result=self._result(
-                    params, tracker, boundaries, frame_count, request.include_probabilities
-                )
+                result=self._result(tracker, boundaries, frame_count, request.include_probabilities)
             )
 
     def _result(
         self,
-        params: _Params,
         tracker: BoundaryTracker,
         boundaries: Sequence[Boundary],
         frame_count: int,
         include_probabilities: bool,
     ) -> scene_pb2.SceneResult:
-        single, many = tracker.probabilities()
-        if params.legacy:
-            scenes = [
-                scene_pb2.Scene(start_frame=s, end_frame=e, start_s=s / FPS, end_s=(e + 1) / FPS)
-                for s, e in legacy_scenes(single, params.threshold)
-            ]
-        else:
-            scenes = [
-                scene_pb2.Scene(
-                    start_frame=s.start_frame,
-                    end_frame=s.end_frame,
-                    start_s=s.start_s,
-                    end_s=s.end_s,
-                )
-                for s in scenes_from_boundaries(boundaries, frame_count, FPS)
-            ]
+        # Both modes split at their boundaries' cut frames (the legacy boundaries are the starts
+        # of the legacy scenes, so this gives exactly ``legacy_scenes``).
+        scenes = [
+            scene_pb2.Scene(
+                start_frame=s.start_frame, end_frame=s.end_frame, start_s=s.start_s, end_s=s.end_s
+            )
+            for s in scenes_from_boundaries(boundaries, frame_count, FPS)
+        ]
         result = scene_pb2.SceneResult(
             scenes=scenes,
             boundaries=[boundary_proto(b) for b in boundaries],
@@ -186,6 +174,7 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
             device=self._detector.device_label,
         )
         if include_probabilities:
+            single, many = tracker.probabilities()
             result.single_frame_probabilities.extend(np.asarray(single, dtype=np.float32).tolist())
             result.many_hot_probabilities.extend(np.asarray(many, dtype=np.float32).tolist())
         return result
