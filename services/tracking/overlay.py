@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import contextlib
 import hashlib
 import math
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,39 +95,41 @@ def contact_sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     return sheet
 
 
-def _write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
-
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` that replaces ``path`` when the block succeeds (and is
+    removed when it fails)."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        if not cv2.imwrite(temp, image):
-            raise RuntimeError(f"cannot write {path.suffix} images")
+        yield temp
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
+def _write_image(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    with _replacing(path) as temp:
+        if not cv2.imwrite(temp, image):
+            raise RuntimeError(f"cannot write {path.suffix} images")
+
+
 def _write_video(path: Path, tiles: list[np.ndarray], fps: float) -> None:
     height, width = tiles[0].shape[:2]
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    command = [
-        ffmpeg.require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "rawvideo",
-        "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{fps or 25:g}", "-i", "pipe:0",
-        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p", temp,
-    ]  # fmt: skip
-    try:
+    with _replacing(path) as temp:
+        command = [
+            ffmpeg.require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "rawvideo",
+            "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{fps or 25:g}", "-i", "pipe:0",
+            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p", temp,
+        ]  # fmt: skip
         done = subprocess.run(
             command, input=b"".join(t.tobytes() for t in tiles), capture_output=True
         )
         if done.returncode != 0:
             raise RuntimeError(f"ffmpeg failed: {done.stderr.decode(errors='replace')[-500:]}")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def track(
