@@ -303,7 +303,7 @@ class EmbeddedEngine:
             if inner and end - start <= bridge and live[start:end].all():
                 active[start:end] = True
         reach = round(self.energy_extend_s * _FRAMES_PER_S)
-        for start, end in _runs(active.copy()):
+        for start, end in _runs(active):  # the runs are computed before the loop
             left = max(0, start - reach)
             dead_left = np.flatnonzero(~live[left:start])
             active[left + (dead_left[-1] + 1 if dead_left.size else 0) : start] = True
@@ -405,25 +405,25 @@ class EmbeddedEngine:
         n_frames = len(speech)
         k = int(labels.max()) + 1
         centroids = _centroids(embeddings, labels)
+        # Speech frames inside at least one window: the same in every iteration.
+        covered = np.zeros(n_frames + _WINDOW_FRAMES + 1)
+        covered[starts] += 1
+        covered[starts + _WINDOW_FRAMES] -= 1
+        scored = speech & (np.cumsum(covered)[:n_frames] > 0.5)
         frame_labels = np.full(n_frames, -1)
         for _ in range(self.resegment_iterations + 1):
             scores = embeddings @ centroids.T  # windows x speakers
             edges = np.zeros((n_frames + _WINDOW_FRAMES + 1, k))
             edges[starts] += scores  # starts are unique: plain indexing accumulates
             edges[starts + _WINDOW_FRAMES] -= scores
-            covered = np.zeros(n_frames + _WINDOW_FRAMES + 1)
-            covered[starts] += 1
-            covered[starts + _WINDOW_FRAMES] -= 1
             summed = np.cumsum(edges, axis=0)[:n_frames]
-            seen = np.cumsum(covered)[:n_frames] > 0.5
-            frame_labels = np.where(speech & seen, np.argmax(summed, axis=1), -1)
+            frame_labels = np.where(scored, np.argmax(summed, axis=1), -1)
             window_labels = np.argmax(scores, axis=1)
             present = np.unique(window_labels)
             if len(present) < k and not count.num:
                 window_labels = np.searchsorted(present, window_labels)
                 k = len(present)
             centroids = _centroids(embeddings, window_labels)
-        frame_labels = np.where(speech, frame_labels, -1)
         return _fill_nearest(frame_labels, speech)
 
     # ------------------------------------------------------------------ output
