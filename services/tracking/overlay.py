@@ -32,7 +32,7 @@ from services.tracking.config import (
     mesh_options_of,
     tracking_options_of,
 )
-from services.tracking.pipeline import FrameFaces, Summary, track_video
+from services.tracking.pipeline import FrameFaces, Summary, collect, track_video
 from services.tracking.pool import WorkerPool
 
 
@@ -141,19 +141,11 @@ def track(
         settings, mesh, workers=workers, batch_frames=settings.batch_frames
     )
     pool = WorkerPool(workers, mesh, model_root=settings.model_root)
-    frames: list[FrameFaces] = []
-    summary: Summary | None = None
     try:
         pool.start()
-        for event in track_video(video, options, pool, CancelToken()):
-            if isinstance(event, list):
-                frames.extend(event)
-            elif isinstance(event, Summary):
-                summary = event
+        return collect(track_video(video, options, pool, CancelToken()))
     finally:
         pool.close()
-    assert summary is not None
-    return frames, summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,20 @@ def track_video(
             # at ffprobe's size; nothing but progress has left yet.
             log.warning("%s: frame size corrected to %s by ffprobe", path.name, changed)
             yield from _track(path, changed.shape, probe, options, pool, token)
+
+
+def collect(events: Iterable[Event]) -> tuple[list[FrameFaces], Summary]:
+    """Every frame and the summary of a :func:`track_video` run, in memory (tools and tests)."""
+    frames: list[FrameFaces] = []
+    summary: Summary | None = None
+    for event in events:
+        if isinstance(event, list):
+            frames.extend(event)
+        elif isinstance(event, Summary):
+            summary = event
+    if summary is None:
+        raise RuntimeError("the run ended without a summary")
+    return frames, summary
 
 
 def _track(

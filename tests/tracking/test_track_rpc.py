@@ -19,7 +19,7 @@ from services.common.blocking import CancelToken
 from services.common.server import start_server
 from services.tracking.config import TrackingSettings
 from services.tracking.mesh import FaceMesh, MeshOptions
-from services.tracking.pipeline import Summary, TrackingOptions, track_video
+from services.tracking.pipeline import Summary, TrackingOptions, collect, track_video
 from services.tracking.server import SERVICE_NAME, build_services
 from services.tracking.servicer import TrackingServicer
 from services.tracking.tracker import FaceTracker
@@ -163,17 +163,10 @@ async def test_one_or_two_workers_give_the_same_faces_and_ids(tracking_stub, run
 
 
 def _track_in_chunks(pool, path: Path, chunk_frames: int) -> tuple[list, Summary]:
-    frames, summary = [], None
     options = TrackingOptions(
         workers=2, chunk_frames=chunk_frames, chunks_per_worker=0, overlap_frames=2
     )
-    for event in track_video(path, options, pool, CancelToken()):
-        if isinstance(event, list):
-            frames.extend(event)
-        elif isinstance(event, Summary):
-            summary = event
-    assert summary is not None
-    return frames, summary
+    return collect(track_video(path, options, pool, CancelToken()))
 
 
 def _track_uninterrupted(path: Path) -> list[list[str]]:
