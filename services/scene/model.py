@@ -62,22 +62,13 @@ def build_model(device: str = "cpu") -> torch.nn.Module:
     import torch
 
     state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    model = _model_class()(state)
+    model = _define_model()(state)
     return model.to(device).eval()
 
 
-def _model_class() -> type:
-    """Defines the module lazily so importing this file does not import torch."""
-    global _MODEL_CLASS
-    if _MODEL_CLASS is None:
-        _MODEL_CLASS = _define_model()
-    return _MODEL_CLASS
-
-
-_MODEL_CLASS: type | None = None
-
-
+@functools.cache
 def _define_model() -> type:
+    """Defines the module lazily (once) so importing this file does not import torch."""
     import torch
     from torch import nn
     from torch.nn import functional
