@@ -176,6 +176,8 @@ _PRESENCE_SCORE_STREAM = "facelandmarkcpu__face_presence_score"
 
 LANDMARKS_PLAIN = 468
 LANDMARKS_REFINED = 478
+#: Most faces a graph may follow at once.
+MAX_FACES = 50
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,8 @@ class MeshOptions:
     refine_landmarks: bool = False
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_faces <= 50:
-            raise ValueError(f"max_faces must be in 1..50, got {self.max_faces}")
+        if not 1 <= self.max_faces <= MAX_FACES:
+            raise ValueError(f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
         for name in ("min_detection_confidence", "min_presence_confidence"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:

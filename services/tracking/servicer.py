@@ -15,6 +15,7 @@ from services.common.errors import InvalidArgument, Unavailable
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
 from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
+from services.tracking.mesh import MAX_FACES
 from services.tracking.pipeline import (
     Event,
     FrameFaces,
@@ -25,7 +26,6 @@ from services.tracking.pipeline import (
 )
 from services.tracking.pool import WorkerPool
 
-MAX_FACES_LIMIT = 50
 MAX_BATCH_FRAMES = 1000
 
 
@@ -54,9 +54,9 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
     def _options(self, request: tracking_pb2.TrackRequest) -> TrackingOptions:
         settings = self._settings
         max_faces = request.max_faces or settings.max_faces
-        if not 1 <= max_faces <= MAX_FACES_LIMIT:
+        if not 1 <= max_faces <= MAX_FACES:
             raise InvalidArgument(
-                f"max_faces must be between 1 and {MAX_FACES_LIMIT}, got {request.max_faces}"
+                f"max_faces must be between 1 and {MAX_FACES}, got {request.max_faces}"
             )
         confidence = request.min_detection_confidence or settings.min_detection_confidence
         if not 0.0 < confidence < 1.0:
