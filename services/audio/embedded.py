@@ -197,14 +197,10 @@ class EmbeddedEngine:
     ) -> tuple[list[Turn], str]:
         if self._encoder is None:
             raise Unavailable("the embedded engine is not loaded yet")
-        while not self._lock.acquire(timeout=0.1):
-            token.raise_if_cancelled()
-        try:
+        with token.holding(self._lock):
             return self._diarize(
                 waveform.astype(np.float32, copy=False), count, token, progress
             ), self.device
-        finally:
-            self._lock.release()
 
     def _diarize(
         self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn

@@ -168,9 +168,7 @@ class PyannoteEngine:
     ) -> tuple[list[Turn], str]:
         if self._pipeline is None:
             raise Unavailable("the pyannote engine is not loaded")
-        while not self._lock.acquire(timeout=0.1):
-            token.raise_if_cancelled()
-        try:
+        with token.holding(self._lock):
             try:
                 return self._run(
                     waveform, count, token, progress, self.device, self.amp
@@ -180,8 +178,6 @@ class PyannoteEngine:
                     raise
             log.warning("CUDA out of memory in pyannote: retrying this request on CPU")
             return self._on_cpu(waveform, count, token, progress), "cpu"
-        finally:
-            self._lock.release()
 
     def _on_cpu(
         self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn

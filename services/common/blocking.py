@@ -40,6 +40,17 @@ class CancelToken:
         """Sleeps up to ``timeout`` seconds; True when cancelled meanwhile."""
         return self._event.wait(timeout)
 
+    @contextlib.contextmanager
+    def holding(self, lock: threading.Lock, poll_s: float = 0.1) -> Iterator[None]:
+        """Holds ``lock`` for the block; while waiting for it, raises :class:`Cancelled` as soon
+        as this token is cancelled (a queued request must not wait out the one running)."""
+        while not lock.acquire(timeout=poll_s):
+            self.raise_if_cancelled()
+        try:
+            yield
+        finally:
+            lock.release()
+
 
 async def iterate_in_thread(
     produce: Callable[[CancelToken], Iterator[T]],

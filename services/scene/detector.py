@@ -293,24 +293,18 @@ class SceneDetector:
 
         if self._model is None:
             raise Unavailable("the TransNetV2 model is not loaded yet")
-        checkpoint = token.raise_if_cancelled if token is not None else None
-        while not _FORWARD_LOCK.acquire(timeout=0.1):
-            if token is not None:
-                token.raise_if_cancelled()
-        try:
-            return self._forward_locked(windows, checkpoint)
-        finally:
-            _FORWARD_LOCK.release()
+        token = token or CancelToken()
+        with token.holding(_FORWARD_LOCK):
+            return self._forward_locked(windows, token.raise_if_cancelled)
 
     def _forward_locked(
-        self, windows: np.ndarray, checkpoint: Callable[[], None] | None
+        self, windows: np.ndarray, checkpoint: Callable[[], None]
     ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         assert self._model is not None
         with torch.inference_mode():
-            if checkpoint is not None:
-                checkpoint()
+            checkpoint()
             batch = torch.from_numpy(windows).to(self.device, non_blocking=True)
             if self.device == "cuda" and self._amp:
                 autocast = torch.autocast("cuda", dtype=torch.float16)

@@ -383,10 +383,6 @@ class WorkerPool:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _acquire(self, token: CancelToken) -> None:
-        while not self._job_lock.acquire(timeout=_POLL_S):
-            token.raise_if_cancelled()
-
     def run(
         self,
         frames: Iterator[np.ndarray],
@@ -406,8 +402,7 @@ class WorkerPool:
             Cancelled: the token was cancelled.
             RuntimeError: a worker failed on a chunk.
         """
-        self._acquire(token)
-        try:
+        with token.holding(self._job_lock, _POLL_S):
             with self._state_lock:
                 self._fill_pool()
             workers = [w for w in self._workers if w is not None][
@@ -417,8 +412,6 @@ class WorkerPool:
             yield from self._run_job(
                 self._jobs, workers, iter(frames), plan, token, stats or JobStats()
             )
-        finally:
-            self._job_lock.release()
 
     def _run_job(
         self,
