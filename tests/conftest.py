@@ -36,16 +36,19 @@ def testdata() -> Callable[[str], Path]:
     return testdata_path
 
 
-def child_processes() -> set[int]:
-    """Pids of this process's live children (read from /proc)."""
+def child_processes(name: str | None = None) -> set[int]:
+    """Pids of this process's live children (read from /proc), only those running ``name`` when
+    one is given."""
     me = str(os.getpid())
     children = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:
             continue
-        if fields[1] == me and fields[0] != "Z":
+        command = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        if fields[1] == me and fields[0] != "Z" and name in (None, command):
             children.add(int(stat.parent.name))
     return children
 
@@ -54,6 +57,12 @@ def child_processes() -> set[int]:
 def live_children() -> Callable[[], set[int]]:
     """``live_children()``: pids of this test process's running child processes."""
     return child_processes
+
+
+@pytest.fixture
+def ffmpeg_children() -> Callable[[], list[int]]:
+    """``ffmpeg_children()``: pids of this test process's running ffmpeg children, sorted."""
+    return lambda: sorted(child_processes("ffmpeg"))
 
 
 @pytest.fixture

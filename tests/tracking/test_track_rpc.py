@@ -41,22 +41,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _ffmpeg_children() -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and name == "ffmpeg":
-            children.append(int(entry.name))
-    return children
-
-
 async def test_ready_means_every_worker_loaded_its_models(tracking_server) -> None:
     async with grpc.aio.insecure_channel(tracking_server.address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
@@ -247,7 +231,7 @@ async def test_bad_request_values_are_invalid_arguments(tracking_stub, run_track
 
 
 async def test_cancelling_stops_the_workers_and_the_decoder(
-    tracking_server, tracking_stub, run_track
+    tracking_server, tracking_stub, run_track, ffmpeg_children
 ) -> None:
     """A client reading a long video (1825 frames, several seconds of work) cancels: within a
     second both worker processes are idle and the ffmpeg decoder is gone."""
@@ -272,7 +256,7 @@ async def test_cancelling_stops_the_workers_and_the_decoder(
     await asyncio.sleep(1.0)
     working = sum(_cpu_seconds(p) for p in pids) - start
     assert working > 0.1, "the workers should be busy mid-video"
-    assert _ffmpeg_children(), "ffmpeg should be decoding mid-video"
+    assert ffmpeg_children(), "ffmpeg should be decoding mid-video"
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
@@ -280,7 +264,7 @@ async def test_cancelling_stops_the_workers_and_the_decoder(
     idle_from = sum(_cpu_seconds(p) for p in pids)
     await asyncio.sleep(1.0)
     assert sum(_cpu_seconds(p) for p in pids) - idle_from < 0.03
-    assert _ffmpeg_children() == []
+    assert ffmpeg_children() == []
     assert received < 1825
     # The pool serves the next request normally.
     _, frames, _ = await run_track(tracking_stub, "obama.jpg")
