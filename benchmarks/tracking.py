@@ -80,9 +80,7 @@ def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
 
 def _ffmpeg_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
     info = ffmpeg.probe(path)
-    width, height = (
-        (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
-    )
+    width, height = info.display_size
     yield from enumerate(ffmpeg.iter_frames(path, width, height))
 
 

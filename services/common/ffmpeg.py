@@ -58,6 +58,13 @@ class MediaInfo:
     def has_video(self) -> bool:
         return bool(self.video_codec)
 
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the decoded frames: ffmpeg turns rotated video upright."""
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
+
 
 def _rate(text: str | None) -> float:
     if not text or text in ("N/A", "0/0"):

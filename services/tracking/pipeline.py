@@ -129,13 +129,6 @@ def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def _display_size(info: ffmpeg.MediaInfo) -> tuple[int, int]:
-    """ffmpeg rotates frames upright while decoding; so do the reported sizes."""
-    if info.rotation in (90, 270):
-        return info.height, info.width
-    return info.width, info.height
-
-
 Event = Progress | list[FrameFaces] | Summary
 
 
@@ -183,7 +176,7 @@ def _quick_shape(path: Path) -> _Shape | None:
 def _probed_shape(info: ffmpeg.MediaInfo, path: Path) -> _Shape:
     if not info.has_video or info.width <= 0 or info.height <= 0:
         raise UndecodableMedia(f"no video stream in {path.name}")
-    width, height = _display_size(info)
+    width, height = info.display_size
     return _Shape(width, height, max(info.frame_count, 0))
 
 
