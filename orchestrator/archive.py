@@ -14,7 +14,6 @@ same video bytes analysed with the same options.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import legacy
-from orchestrator.outputs import copy_atomic, same_content, write_atomic
+from orchestrator.outputs import copy_atomic, same_content, sha256_file, write_atomic
 from services.common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -38,16 +37,6 @@ KINDS = {
 _LEGACY_NAMES = {"scenes": ".csv", "tracking": ".json"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TIMESTAMPED = re.compile(r"^(.*) (\d{4}-\d{2}-\d{2})_(\d{2}-\d{2}-\d{2})$")
-_HASH_CHUNK = 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of the file's bytes as lowercase hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_project_name(project: str) -> str:

@@ -12,19 +12,57 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
+_CHUNK = 1024 * 1024
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Writes ``data`` (text is UTF-8) to ``path`` atomically; returns ``path``."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    with _replacing(path) as handle:
+        handle.write(payload)
+    return path
+
+
+def copy_atomic(source: Path, destination: Path) -> Path:
+    """Copies ``source`` to ``destination`` atomically (nothing to do when the bytes are equal)."""
+    if destination.exists() and same_content(source, destination):
+        return destination
+    with _replacing(destination) as out, source.open("rb") as src:
+        shutil.copyfileobj(src, out, _CHUNK)
+    return destination
+
+
+def same_content(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return sha256_file(a) == sha256_file(b)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of the file's bytes as lowercase hex."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def leftover_temp_files(root: Path) -> list[Path]:
+    """Temporary files under ``root`` (none should survive a write, even a failed one)."""
+    return sorted(p for p in root.rglob(f"{TEMP_PREFIX}*") if p.is_file())
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A handle on a hidden temporary file beside ``path``; once the block ends, the file is
+    flushed to disk and renamed over ``path`` (removed instead when the block raised)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, 0o644)
@@ -34,47 +72,6 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
             os.unlink(temp)
         raise
     _sync_dir(path.parent)
-    return path
-
-
-def copy_atomic(source: Path, destination: Path) -> Path:
-    """Copies ``source`` to ``destination`` atomically (nothing to do when the bytes are equal)."""
-    if destination.exists() and same_content(source, destination):
-        return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{destination.name}.", dir=destination.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _sync_dir(destination.parent)
-    return destination
-
-
-def same_content(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    return file_digest(a) == file_digest(b)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def leftover_temp_files(root: Path) -> list[Path]:
-    """Temporary files under ``root`` (none should survive a write, even a failed one)."""
-    return sorted(p for p in root.rglob(f"{TEMP_PREFIX}*") if p.is_file())
 
 
 def _sync_dir(folder: Path) -> None:

@@ -33,12 +33,12 @@ import grpc
 
 from orchestrator import artifacts, legacy
 from orchestrator import store as st
-from orchestrator.archive import ResultsArchive, check_project_name, sha256_file
+from orchestrator.archive import ResultsArchive, check_project_name
 from orchestrator.clients import CallFailed, Clients
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventHub
 from orchestrator.fusion import FUSION_VERSION, fuse
-from orchestrator.outputs import copy_atomic, write_atomic
+from orchestrator.outputs import copy_atomic, sha256_file, write_atomic
 from orchestrator.views import LiveProgress, job_proto, options_dict, options_proto, step_proto
 from protos.videoanalysis.v1 import (
     audio_pb2,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.archive import ResultsArchive, check_project_name, sha256_file
-from orchestrator.outputs import leftover_temp_files, write_atomic
+from orchestrator.archive import ResultsArchive, check_project_name
+from orchestrator.outputs import leftover_temp_files, sha256_file, write_atomic
 from services.common.errors import InvalidArgument
 
 
