@@ -39,7 +39,14 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventHub
 from orchestrator.fusion import FUSION_VERSION, fuse
 from orchestrator.outputs import copy_atomic, sha256_file, write_atomic
-from orchestrator.views import LiveProgress, job_proto, options_dict, options_proto, step_proto
+from orchestrator.views import (
+    JOB_STATE,
+    LiveProgress,
+    job_proto,
+    options_dict,
+    options_proto,
+    step_proto,
+)
 from protos.videoanalysis.v1 import (
     audio_pb2,
     common_pb2,
@@ -338,7 +345,7 @@ class Orchestrator:
         await self.store.set_job_state(job_id, state, error=error, finished=True)
         metrics.JOBS.labels(state).inc()
         log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
-        self.hub.publish(job_id, state=_JOB_STATE_PROTO[state])
+        self.hub.publish(job_id, state=JOB_STATE[state])
         snapshot = await self.snapshot(job_id)
         if snapshot is not None:
             self.hub.publish(job_id, snapshot=snapshot)
@@ -1011,12 +1018,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text)[:60] or "video"
 
 
-_JOB_STATE_PROTO = {
-    st.QUEUED: orchestrator_pb2.JOB_STATE_QUEUED,
-    st.RUNNING: orchestrator_pb2.JOB_STATE_RUNNING,
-    st.COMPLETED: orchestrator_pb2.JOB_STATE_COMPLETED,
-    st.COMPLETED_WITH_ERRORS: orchestrator_pb2.JOB_STATE_COMPLETED_WITH_ERRORS,
-    st.FAILED: orchestrator_pb2.JOB_STATE_FAILED,
-    st.CANCELLED: orchestrator_pb2.JOB_STATE_CANCELLED,
-}
-_FINAL_PROTO_STATES = frozenset(_JOB_STATE_PROTO[s] for s in st.FINAL_JOB_STATES)
+_FINAL_PROTO_STATES = frozenset(JOB_STATE[s] for s in st.FINAL_JOB_STATES)
