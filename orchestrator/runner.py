@@ -97,14 +97,8 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
         return exc.reason, exc.message
     if isinstance(exc, CallFailed):
         return _REASONS.get(exc.code, "internal"), f"{exc.service} {exc.code.name}: {exc.details}"
-    if isinstance(exc, UndecodableMedia):
-        return "undecodable", str(exc)
-    if isinstance(exc, MediaNotFound):
-        return "not_found", str(exc)
-    if isinstance(exc, InvalidArgument):
-        return "invalid_argument", str(exc)
-    if isinstance(exc, ServiceError):
-        return "error", str(exc)
+    if isinstance(exc, ServiceError):  # the same reason as that error's status from a service
+        return _REASONS.get(exc.code, "error"), str(exc)
     if isinstance(exc, OSError):
         return "io_error", f"{exc.__class__.__name__}: {exc}"
     return "internal", f"{exc.__class__.__name__}: {exc}"
