@@ -50,10 +50,7 @@ def read_tracking(path: Path) -> TrackingOutput:
     for record in _records(path.read_bytes()):
         message = tracking_pb2.TrackResponse()
         message.ParseFromString(record)
-        if message.HasField("frames"):
-            output.frames.extend(message.frames.frames)
-        elif message.HasField("summary"):
-            output.summary = message.summary
+        output.add(message)
     return output
 
 

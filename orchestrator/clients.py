@@ -133,6 +133,43 @@ class ServiceClient:
                     raise CallFailed(self.service, code, details, attempt) from None
                 await self._after_failure(err, attempt, step, on_retry)
 
+    async def _result_stream(
+        self,
+        method: Any,
+        request: Any,
+        *,
+        deadline_s: float,
+        step: str,
+        on_progress: ProgressCallback,
+        on_retry: RetryCallback,
+        retry: bool = True,
+    ) -> Any:
+        """A streaming call whose messages carry ``progress`` or the final ``result`` (other
+        messages are ignored); returns the result of the attempt that finished."""
+        results: list[Any] = []
+
+        def on_message(message: Any) -> None:
+            if message.HasField("progress"):
+                on_progress(message.progress)
+            elif message.HasField("result"):
+                results.append(message.result)
+
+        await self._stream(
+            method,
+            request,
+            deadline_s=deadline_s,
+            step=step,
+            on_message=on_message,
+            restart=results.clear,
+            on_retry=on_retry,
+            retry=retry,
+        )
+        if not results:
+            raise CallFailed(
+                self.service, grpc.StatusCode.INTERNAL, "stream ended without a result", 1
+            )
+        return results[-1]
+
     async def _after_failure(
         self, err: grpc.aio.AioRpcError, attempt: int, step: str, on_retry: RetryCallback
     ) -> None:
@@ -184,26 +221,17 @@ class IngestClient(ServiceClient):
         on_retry: RetryCallback = _ignore_retry,
     ) -> ingest_pb2.NormalizeVideoResult:
         """Re-encodes ``path`` to 25 fps CFR at ``output_path`` (idempotent: same output path)."""
-        results: list[ingest_pb2.NormalizeVideoResult] = []
-
-        def on_message(message: ingest_pb2.NormalizeVideoResponse) -> None:
-            if message.HasField("progress"):
-                on_progress(message.progress)
-            elif message.HasField("result"):
-                results.append(message.result)
-
-        await self._stream(
+        result: ingest_pb2.NormalizeVideoResult = await self._result_stream(
             self._stub.NormalizeVideo,
             ingest_pb2.NormalizeVideoRequest(
                 media=common_pb2.MediaRef(path=path), output_path=output_path
             ),
             deadline_s=deadline_s,
             step="normalize",
-            on_message=on_message,
-            restart=results.clear,
+            on_progress=on_progress,
             on_retry=on_retry,
         )
-        return _only_result(self.service, results)
+        return result
 
     async def extract(
         self,
@@ -213,21 +241,10 @@ class IngestClient(ServiceClient):
         delete_source: bool,
         deadline_s: float,
         on_progress: ProgressCallback = _ignore_progress,
-        on_member: Callable[[ingest_pb2.MemberOutcome], None] = lambda _m: None,
     ) -> ingest_pb2.ExtractArchiveResult:
         """Extracts an archive. Not retried: a second extraction could rename members that the
         first one already wrote."""
-        results: list[ingest_pb2.ExtractArchiveResult] = []
-
-        def on_message(message: ingest_pb2.ExtractArchiveResponse) -> None:
-            if message.HasField("progress"):
-                on_progress(message.progress)
-            elif message.HasField("member"):
-                on_member(message.member)
-            elif message.HasField("result"):
-                results.append(message.result)
-
-        await self._stream(
+        result: ingest_pb2.ExtractArchiveResult = await self._result_stream(
             self._stub.ExtractArchive,
             ingest_pb2.ExtractArchiveRequest(
                 archive=common_pb2.MediaRef(path=archive),
@@ -236,12 +253,11 @@ class IngestClient(ServiceClient):
             ),
             deadline_s=deadline_s,
             step="extract",
-            on_message=on_message,
-            restart=results.clear,
+            on_progress=on_progress,
             on_retry=_ignore_retry,
             retry=False,
         )
-        return _only_result(self.service, results)
+        return result
 
 
 class SceneClient(ServiceClient):
@@ -259,24 +275,15 @@ class SceneClient(ServiceClient):
         on_progress: ProgressCallback = _ignore_progress,
         on_retry: RetryCallback = _ignore_retry,
     ) -> scene_pb2.SceneResult:
-        results: list[scene_pb2.SceneResult] = []
-
-        def on_message(message: scene_pb2.DetectScenesResponse) -> None:
-            if message.HasField("progress"):
-                on_progress(message.progress)
-            elif message.HasField("result"):
-                results.append(message.result)
-
-        await self._stream(
+        result: scene_pb2.SceneResult = await self._result_stream(
             self._stub.DetectScenes,
             request,
             deadline_s=deadline_s,
             step="scene",
-            on_message=on_message,
-            restart=results.clear,
+            on_progress=on_progress,
             on_retry=on_retry,
         )
-        return _only_result(self.service, results)
+        return result
 
 
 class AudioClient(ServiceClient):
@@ -294,24 +301,15 @@ class AudioClient(ServiceClient):
         on_progress: ProgressCallback = _ignore_progress,
         on_retry: RetryCallback = _ignore_retry,
     ) -> audio_pb2.DiarizeResult:
-        results: list[audio_pb2.DiarizeResult] = []
-
-        def on_message(message: audio_pb2.DiarizeResponse) -> None:
-            if message.HasField("progress"):
-                on_progress(message.progress)
-            elif message.HasField("result"):
-                results.append(message.result)
-
-        await self._stream(
+        result: audio_pb2.DiarizeResult = await self._result_stream(
             self._stub.Diarize,
             request,
             deadline_s=deadline_s,
             step="audio",
-            on_message=on_message,
-            restart=results.clear,
+            on_progress=on_progress,
             on_retry=on_retry,
         )
-        return _only_result(self.service, results)
+        return result
 
 
 @dataclass
@@ -320,6 +318,13 @@ class TrackingOutput:
 
     frames: list[tracking_pb2.FrameFaces] = field(default_factory=list)
     summary: tracking_pb2.TrackSummary | None = None
+
+    def add(self, message: tracking_pb2.TrackResponse) -> None:
+        """Takes in one streamed (or stored) message's frames or summary."""
+        if message.HasField("frames"):
+            self.frames.extend(message.frames.frames)
+        elif message.HasField("summary"):
+            self.summary = message.summary
 
 
 class TrackingClient(ServiceClient):
@@ -346,10 +351,8 @@ class TrackingClient(ServiceClient):
         def on_message(message: tracking_pb2.TrackResponse) -> None:
             if message.HasField("progress"):
                 on_progress(message.progress)
-            elif message.HasField("frames"):
-                output.frames.extend(message.frames.frames)
-            elif message.HasField("summary"):
-                output.summary = message.summary
+            else:
+                output.add(message)
 
         await self._stream(
             self._stub.Track,
@@ -380,12 +383,6 @@ _FAST_RECONNECT = (
 def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Channel:
     """``services.common.channels.open_channel`` plus a short reconnect backoff."""
     return open_channel(addresses, max_message_bytes, extra_options=_FAST_RECONNECT)
-
-
-def _only_result(service: str, results: list[Any]) -> Any:
-    if not results:
-        raise CallFailed(service, grpc.StatusCode.INTERNAL, "stream ended without a result", 1)
-    return results[-1]
 
 
 @dataclass
