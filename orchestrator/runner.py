@@ -862,15 +862,8 @@ class Orchestrator:
         }
 
     def _staged(self, context: VideoContext) -> dict[str, str]:
-        stem = context.video.stem
         staged = f"{context.video.work_dir}/staged"
-        return {
-            "scenes": f"{staged}/{stem}{legacy.SCENES_SUFFIX}",
-            "audio": f"{staged}/{stem}{legacy.AUDIO_SUFFIX}",
-            "tracking": f"{staged}/{stem}{legacy.TRACKING_SUFFIX}",
-            "docs_tracking": f"{staged}/{legacy.DOCS_DIR}/{stem}.json",
-            "docs_audio": f"{staged}/{legacy.DOCS_DIR}/{stem}{legacy.AUDIO_SUFFIX}",
-        }
+        return {kind: f"{staged}/{name}" for kind, name in output_names(context.video.stem).items()}
 
     async def _fuse(self, context: VideoContext, report: StepReporter) -> dict[str, Any]:
         staged = self._staged(context)
@@ -949,13 +942,7 @@ class Orchestrator:
         video = context.video
         staged = self._staged(context)
         out_dir = self._abs(video.output_dir)
-        targets = {
-            "scenes": out_dir / f"{video.stem}{legacy.SCENES_SUFFIX}",
-            "audio": out_dir / f"{video.stem}{legacy.AUDIO_SUFFIX}",
-            "tracking": out_dir / f"{video.stem}{legacy.TRACKING_SUFFIX}",
-            "docs_tracking": out_dir / legacy.DOCS_DIR / f"{video.stem}.json",
-            "docs_audio": out_dir / legacy.DOCS_DIR / f"{video.stem}{legacy.AUDIO_SUFFIX}",
-        }
+        targets = {kind: out_dir / name for kind, name in output_names(video.stem).items()}
         key = options_key(context.options)
         fuse_result = context.step("fuse").result
 
@@ -984,6 +971,18 @@ class Orchestrator:
             "outputs": {kind: self.media.relative(path) for kind, path in targets.items()},
             "archive": archive_dir,
         }
+
+
+def output_names(stem: str) -> dict[str, str]:
+    """A video's output files by kind, relative to its output folder (the staged copies in its
+    work folder use the same names)."""
+    return {
+        "scenes": f"{stem}{legacy.SCENES_SUFFIX}",
+        "audio": f"{stem}{legacy.AUDIO_SUFFIX}",
+        "tracking": f"{stem}{legacy.TRACKING_SUFFIX}",
+        "docs_tracking": f"{legacy.DOCS_DIR}/{stem}.json",
+        "docs_audio": f"{legacy.DOCS_DIR}/{stem}{legacy.AUDIO_SUFFIX}",
+    }
 
 
 def fusion_summary(document: dict[str, Any]) -> dict[str, Any]:
