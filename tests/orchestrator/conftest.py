@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.clients import Clients
 from orchestrator.config import SERVICES, OrchestratorSettings
 from orchestrator.runner import Orchestrator
+from orchestrator.server import open_orchestrator
 from orchestrator.stack import LocalStack
-from orchestrator.store import JobStore
-
-REPO = Path(__file__).resolve().parents[2]
-TESTDATA = REPO.parent / "shared" / "testdata"
 
 
 @pytest.fixture(scope="session")
@@ -157,11 +153,6 @@ def put(stack: Stack, job_settings: OrchestratorSettings) -> Callable[..., str]:
 
 @pytest.fixture
 async def orchestrator(job_settings: OrchestratorSettings) -> AsyncIterator[Orchestrator]:
-    store = await JobStore.open(job_settings.database())
-    clients = Clients.open(job_settings)
-    running = Orchestrator(job_settings, store, clients)
-    await running.start()
-    yield running
-    await running.close()
-    await clients.close()
-    await store.close()
+    async with open_orchestrator(job_settings) as running:
+        await running.start()
+        yield running

@@ -25,10 +25,10 @@ from prometheus_client import REGISTRY
 
 from orchestrator import legacy
 from orchestrator import store as st
-from orchestrator.clients import Clients
 from orchestrator.config import OrchestratorSettings
 from orchestrator.outputs import leftover_temp_files
 from orchestrator.runner import Orchestrator
+from orchestrator.server import open_orchestrator
 from orchestrator.stack import free_port
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -708,14 +708,7 @@ async def test_round_robin_uses_the_live_replica_when_another_is_down(
             for name in ("scene_addr", "audio_addr", "tracking_addr")
         }
     )
-    store = await st.JobStore.open(settings.database())
-    clients = Clients.open(settings)
-    running = Orchestrator(settings, store, clients)
-    try:
+    async with open_orchestrator(settings) as running:
         clip = put(HAMILTON, "replicas.mp4", start_s=4, duration_s=2)
         job = await finished(running, await running.submit([clip]))
         assert (job.state, job.error) == (st.COMPLETED, "")
-    finally:
-        await running.close()
-        await clients.close()
-        await store.close()
