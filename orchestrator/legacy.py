@@ -21,6 +21,8 @@ from orchestrator.fusion import (
     FaceObservation,
     FaceSpeaking,
     FusionResult,
+    SpeakerTurn,
+    speech_frames,
 )
 
 SCENES_SUFFIX = "_scenes.csv"
@@ -96,14 +98,13 @@ def audio_frames(
 ) -> list[AudioFrame]:
     """Speaker labels per 1-based frame with the legacy mapping: a segment covers frames
     ``max(1, int(start*fps))`` .. ``int(end*fps)`` (one frame early relative to ``timecode_sec``,
-    kept for compatibility); frames past ``total_frames`` are dropped."""
-    labels: list[set[str]] = [set() for _ in range(total_frames + 1)]
-    for start_s, end_s, speaker in segments:
-        first = max(1, int(start_s * fps))
-        last = min(int(end_s * fps), total_frames)
-        for frame in range(first, last + 1):
-            labels[frame].add(speaker)
-    return [AudioFrame(frame, tuple(sorted(labels[frame]))) for frame in range(1, total_frames + 1)]
+    kept for compatibility); frames past ``total_frames`` are dropped. The mapping is that of
+    :func:`~orchestrator.fusion.speech_frames`: this file and the fusion agree frame by frame."""
+    turns = [SpeakerTurn(start_s, end_s, speaker) for start_s, end_s, speaker in segments]
+    return [
+        AudioFrame(number, tuple(sorted(labels)))
+        for number, labels in enumerate(speech_frames(turns, total_frames, fps), start=1)
+    ]
 
 
 def audio_json(
