@@ -172,7 +172,6 @@ class Orchestrator:
         self.hub = EventHub()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._live: dict[str, dict[tuple[int, str], LiveProgress]] = {}
-        self._last_progress_event: dict[tuple[str, int, str], float] = {}
         self._user_cancelled: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -667,13 +666,10 @@ class Orchestrator:
 
         def on_progress(progress: common_pb2.Progress) -> None:
             live.update(progress)
-            key = (job_id, idx, name)
             now = time.monotonic()
             finished = progress.total and progress.done >= progress.total
-            if finished or now - self._last_progress_event.get(key, 0) >= (
-                self.settings.progress_interval_s
-            ):
-                self._last_progress_event[key] = now
+            if finished or now - live.published >= self.settings.progress_interval_s:
+                live.published = now
                 self._publish_step(context, name)
 
         def on_retry(attempt: int, code: grpc.StatusCode, details: str, delay: float) -> None:

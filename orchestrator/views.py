@@ -35,42 +35,28 @@ STEP_STATE = {
 class LiveProgress:
     """Progress of a running step, kept in memory only."""
 
-    done: int = 0
-    total: int = 0
-    unit: str = ""
-    stage: str = ""
-    message: str = ""
-    started: float = field(default_factory=time.monotonic)
+    #: The latest ``Progress`` the step's service reported.
+    last: common_pb2.Progress = field(default_factory=common_pb2.Progress)
     #: When ``done`` first became non-zero (ETA is measured from there: model warm-up and
     #: queueing before the first unit would otherwise inflate it).
     first_progress: float | None = None
     first_done: int = 0
+    #: When this progress was last published as an event (events are throttled).
+    published: float = 0.0
 
     def update(self, progress: common_pb2.Progress) -> None:
         if progress.done and self.first_progress is None:
             self.first_progress = time.monotonic()
             self.first_done = progress.done
-        self.done = progress.done
-        self.total = progress.total
-        self.unit = progress.unit
-        self.stage = progress.stage
-        self.message = progress.message
+        self.last = progress
 
     @property
     def eta_s(self) -> float:
-        if not self.total or self.first_progress is None or self.done <= self.first_done:
+        done, total = self.last.done, self.last.total
+        if not total or self.first_progress is None or done <= self.first_done:
             return 0.0
-        rate = (self.done - self.first_done) / max(time.monotonic() - self.first_progress, 1e-6)
-        return max(0.0, (self.total - self.done) / rate)
-
-    def proto(self) -> common_pb2.Progress:
-        return common_pb2.Progress(
-            done=self.done,
-            total=self.total,
-            unit=self.unit,
-            stage=self.stage,
-            message=self.message,
-        )
+        rate = (done - self.first_done) / max(time.monotonic() - self.first_progress, 1e-6)
+        return max(0.0, (total - done) / rate)
 
 
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -93,7 +79,7 @@ def step_proto(row: st.StepRow, live: LiveProgress | None = None) -> orchestrato
     if row.finished_at is not None:
         step.finished_at.CopyFrom(timestamp(row.finished_at))
     if live is not None and row.state == st.RUNNING:
-        step.progress.CopyFrom(live.proto())
+        step.progress.CopyFrom(live.last)
         step.eta_s = live.eta_s
     elif row.state == st.SUCCEEDED:
         total = int(row.result.get("progress_total", 1) or 1)
