@@ -235,16 +235,6 @@ def summary_table(job: st.JobRow) -> Table:
     return table
 
 
-def step_seconds(job: st.JobRow) -> dict[str, float]:
-    """Wall seconds of each step, summed over the job's videos."""
-    totals: dict[str, float] = {}
-    for video in job.videos:
-        for name, step in video.steps.items():
-            if step.started_at and step.finished_at and step.state == st.SUCCEEDED:
-                totals[name] = totals.get(name, 0.0) + step.finished_at - step.started_at
-    return totals
-
-
 # Commands.
 
 

@@ -29,7 +29,6 @@ SCENES_SUFFIX = "_scenes.csv"
 AUDIO_SUFFIX = "_audio.json"
 TRACKING_SUFFIX = "_tracking.json"
 METADATA_NAME = "metadata.json"
-VIDEO_METADATA_NAME = "video_metadata.json"
 DOCS_DIR = "docs"
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 

@@ -26,14 +26,12 @@ COMPLETED = "completed"
 COMPLETED_WITH_ERRORS = "completed_with_errors"
 FAILED = "failed"
 CANCELLED = "cancelled"
-JOB_STATES = (QUEUED, RUNNING, COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELLED)
 FINAL_JOB_STATES = frozenset({COMPLETED, COMPLETED_WITH_ERRORS, FAILED, CANCELLED})
 
 # Step and video states (mirrors ``StepState``).
 PENDING = "pending"
 SUCCEEDED = "succeeded"
 SKIPPED = "skipped"
-STEP_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 DONE_STEP_STATES = frozenset({SUCCEEDED, SKIPPED})
 
 #: The per-video DAG, in display order.
