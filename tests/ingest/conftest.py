@@ -1,4 +1,5 @@
-"""Builders for the hostile-archive corpus and small synthetic videos (all made on the fly).
+"""The in-process ingest server, builders for the hostile-archive corpus and small synthetic
+videos (all made on the fly).
 
 Archives are written with the standard library (zip, tar), libarchive's own writer (7-Zip) or
 by hand where no free tool can write the format: a RAR 4 archive of stored members (the format
@@ -21,6 +22,20 @@ from types import SimpleNamespace
 
 import libarchive
 import pytest
+
+from protos.videoanalysis.v1 import ingest_pb2_grpc
+from services.ingest.config import IngestSettings
+from services.ingest.server import build_services
+
+
+@pytest.fixture
+async def stub(grpc_server, channel_to, media_root: Path) -> ingest_pb2_grpc.IngestServiceStub:
+    """A client of a real ingest server on the test's media root."""
+    settings = IngestSettings(port=0, metrics_port=-1, media_root=media_root)
+    return ingest_pb2_grpc.IngestServiceStub(
+        channel_to(await grpc_server(settings, build_services))
+    )
+
 
 # --- archives ----------------------------------------------------------------------------------
 

@@ -10,19 +10,9 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
-from services.ingest.config import IngestSettings
-from services.ingest.server import build_services
+from protos.videoanalysis.v1 import common_pb2, ingest_pb2
 
 Outcome = ingest_pb2.MemberOutcome
-
-
-@pytest.fixture
-async def stub(grpc_server, channel_to, media_root: Path) -> ingest_pb2_grpc.IngestServiceStub:
-    settings = IngestSettings(port=0, metrics_port=-1, media_root=media_root)
-    return ingest_pb2_grpc.IngestServiceStub(
-        channel_to(await grpc_server(settings, build_services))
-    )
 
 
 async def extract(

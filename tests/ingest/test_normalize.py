@@ -12,9 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+from protos.videoanalysis.v1 import common_pb2, ingest_pb2
 from services.common import ffmpeg
-from services.ingest.config import IngestSettings
 from services.ingest.normalize import (
     EncoderSupport,
     NormalizeOptions,
@@ -24,15 +23,6 @@ from services.ingest.normalize import (
     normalize_video,
 )
 from services.ingest.probe import FrameTiming, describe
-from services.ingest.server import build_services
-
-
-@pytest.fixture
-async def stub(grpc_server, channel_to, media_root: Path) -> ingest_pb2_grpc.IngestServiceStub:
-    settings = IngestSettings(port=0, metrics_port=-1, media_root=media_root)
-    return ingest_pb2_grpc.IngestServiceStub(
-        channel_to(await grpc_server(settings, build_services))
-    )
 
 
 async def normalize(stub, path: str, **fields) -> tuple[list, ingest_pb2.NormalizeVideoResult]:
@@ -63,17 +53,6 @@ def streams(path: Path) -> dict[str, dict]:
 def make(*args: str) -> None:
     """Runs ffmpeg to make a test input."""
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
-
-
-def ffmpeg_children(pids: set[int]) -> set[int]:
-    found = set()
-    for pid in pids:
-        try:
-            if b"ffmpeg" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.add(pid)
-        except OSError:
-            continue
-    return found
 
 
 def sha256(path: Path) -> str:
@@ -233,7 +212,7 @@ async def test_odd_sizes_and_other_rates(stub, make_video, media_root) -> None:
 
 
 async def test_cancelling_kills_ffmpeg_and_leaves_nothing(
-    stub, put_media, media_root, live_children
+    stub, put_media, media_root, live_children, ffmpeg_children
 ) -> None:
     source = put_media("video/testvideo.mp4")
     request = ingest_pb2.NormalizeVideoRequest(media=common_pb2.MediaRef(path=source))
@@ -241,7 +220,7 @@ async def test_cancelling_kills_ffmpeg_and_leaves_nothing(
     async for reply in call:
         if reply.HasField("progress") and reply.progress.done > 0:
             break
-    encoders = ffmpeg_children(live_children())
+    encoders = set(ffmpeg_children())
     assert encoders, "ffmpeg should be running mid-encode"
     call.cancel()
     for _ in range(100):

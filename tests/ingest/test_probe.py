@@ -7,19 +7,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+from protos.videoanalysis.v1 import common_pb2, ingest_pb2
 from services.common import ffmpeg
-from services.ingest.config import IngestSettings
 from services.ingest.probe import describe
-from services.ingest.server import build_services
-
-
-@pytest.fixture
-async def stub(grpc_server, channel_to, media_root: Path) -> ingest_pb2_grpc.IngestServiceStub:
-    settings = IngestSettings(port=0, metrics_port=-1, media_root=media_root)
-    return ingest_pb2_grpc.IngestServiceStub(
-        channel_to(await grpc_server(settings, build_services))
-    )
 
 
 async def probe(stub, path: str) -> common_pb2.VideoInfo:
