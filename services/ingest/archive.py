@@ -392,6 +392,13 @@ class _Extractor:
             self.work_paths[len(self.outcomes)] = work_rel
         self.outcomes.append(outcome)
 
+    def _skip(
+        self, name: str, reason: str, message: str, status: MemberStatus = MemberStatus.SKIPPED
+    ) -> None:
+        """Records a member that is not extracted, and leaves its data unread."""
+        self._record(MemberOutcome(name, status, reason=reason, message=message))
+        self._skip_rest()
+
     def _damaged(self, exc: ArchiveError, subject: str = "") -> _StopExtraction:
         message = f"archive is damaged or truncated: {exc.msg}"
         return _StopExtraction(ArchiveProblem("corrupt_archive", message, subject))
@@ -459,28 +466,19 @@ class _Extractor:
             return
         safe = sanitize_member_path(name)
         if safe.parts[0] == "__MACOSX":
-            self._record(
-                MemberOutcome(name, MemberStatus.SKIPPED, reason="macos_metadata",
-                              message="macOS resource-fork folder dropped")
-            )  # fmt: skip
-            self._skip_rest()
+            self._skip(name, "macos_metadata", "macOS resource-fork folder dropped")
             return
         is_dir = entry.isdir
         if not is_dir and _entry_is_encrypted(entry._entry_p):
-            self._record(
-                MemberOutcome(name, MemberStatus.SKIPPED, reason="encrypted",
-                              message="encrypted member (no passphrase is tried)")
-            )  # fmt: skip
-            self._skip_rest()
+            self._skip(name, "encrypted", "encrypted member (no passphrase is tried)")
             return
         declared = 0 if is_dir else int(entry.size or 0)
         if declared > self.limits.max_member_bytes:
-            self._record(
-                MemberOutcome(name, MemberStatus.SKIPPED, reason="member_too_large",
-                              message=f"declares {declared} bytes; the limit is "
-                                      f"{self.limits.max_member_bytes}")
-            )  # fmt: skip
-            self._skip_rest()
+            self._skip(
+                name,
+                "member_too_large",
+                f"declares {declared} bytes; the limit is {self.limits.max_member_bytes}",
+            )
             return
         rel, collided = self.tree.place(safe.parts, is_dir=is_dir)
         renamed = safe.changed or collided
@@ -504,11 +502,7 @@ class _Extractor:
             target.parent.mkdir(parents=True, exist_ok=True)
             size = yield from self._write(target, name)
         except _MemberRejected as rejected:
-            self._record(
-                MemberOutcome(name, rejected.status, reason=rejected.reason,
-                              message=rejected.message)
-            )  # fmt: skip
-            self._skip_rest()
+            self._skip(name, rejected.reason, rejected.message, rejected.status)
             return
         except _StopExtraction as stop:
             self._record(
