@@ -93,29 +93,29 @@ def _rotation(stream: dict) -> int:
     return 0
 
 
-def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
-    """Describes ``path``; raises :class:`UndecodableMedia` when ffprobe cannot read it."""
-    ffprobe = require_binary("ffprobe")
-    cmd = [
-        ffprobe,
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        str(path),
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
+def ffprobe_json(path: Path, args: list[str], timeout_s: float) -> dict:
+    """ffprobe's JSON for ``path`` with ``args`` (what to show).
+
+    Raises:
+        UndecodableMedia: ffprobe cannot read the file.
+        subprocess.TimeoutExpired: it ran longer than ``timeout_s``.
+    """
+    cmd = [require_binary("ffprobe"), "-v", "error", "-of", "json", *args, str(path)]
+    done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         # ffprobe prefixes the reason with the server-side path, which clients need not see.
         reason = lines[-1].replace(f"{path}: ", "") if lines else "ffprobe failed"
         raise UndecodableMedia(f"not a readable media file: {path.name} ({reason})")
-    data = json.loads(done.stdout or b"{}")
+    return json.loads(done.stdout or b"{}")
+
+
+def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
+    """Describes ``path``; raises :class:`UndecodableMedia` when ffprobe cannot read it."""
+    try:
+        data = ffprobe_json(path, ["-show_format", "-show_streams"], timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
     streams = data.get("streams", [])
     fmt = data.get("format", {})
     video = next(

@@ -10,7 +10,6 @@ timestamps (demuxing only, no decoding: a fraction of a second for a few minutes
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import statistics
 import subprocess
@@ -19,7 +18,6 @@ from fractions import Fraction
 from pathlib import Path
 
 from services.common import ffmpeg
-from services.common.errors import UndecodableMedia
 from services.common.ffmpeg import MediaInfo
 
 log = logging.getLogger(__name__)
@@ -62,20 +60,18 @@ def frame_timing(path: Path, *, timeout_s: float = 300.0) -> FrameTiming | None:
     Returns None when the file has no video stream or no usable timestamps (raw elementary
     streams); raises :class:`UndecodableMedia` when ffprobe cannot read the file.
     """
-    cmd = [
-        ffmpeg.require_binary("ffprobe"), "-v", "error", "-select_streams", "V:0",
-        "-show_entries", "stream=time_base:packet=pts,dts,duration:format=start_time",
-        "-of", "json", str(path),
-    ]  # fmt: skip
     try:
-        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+        data = ffmpeg.ffprobe_json(
+            path,
+            [
+                "-select_streams", "V:0",
+                "-show_entries", "stream=time_base:packet=pts,dts,duration:format=start_time",
+            ],
+            timeout_s,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         log.warning("packet scan of %s took over %.0f s; using header values", path.name, timeout_s)
         return None
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise UndecodableMedia(f"not a readable media file: {path.name} ({lines[-1:] or ''})")
-    data = json.loads(done.stdout or b"{}")
     streams = data.get("streams") or []
     if not streams:
         return None
