@@ -61,7 +61,6 @@ class SafePath:
 
     parts: tuple[str, ...]
     issues: tuple[str, ...]
-    original: str
 
     @property
     def path(self) -> str:
@@ -166,7 +165,7 @@ def sanitize_member_path(raw: str) -> SafePath:
         middle = len(joined) // 2
         joined = joined[: middle - cut // 2] + "..." + joined[middle + (cut - cut // 2) :]
         parts = [sanitize_component(p)[0] for p in joined.split("/") if p not in ("", ".", "..")]
-    return SafePath(parts=tuple(parts), issues=tuple(sorted(issues)), original=raw)
+    return SafePath(parts=tuple(parts), issues=tuple(sorted(issues)))
 
 
 def unique_name(name: str, taken: Callable[[str], bool]) -> str:
