@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -15,7 +13,12 @@ from orchestrator.servicer import OrchestratorServicer
 from orchestrator.store import JobStore
 from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from services.common.errors import InvalidArgument
-from services.common.server import RunningServer, ServiceDefinition, start_server
+from services.common.server import (
+    RunningServer,
+    ServiceDefinition,
+    start_server,
+    stop_on_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +77,7 @@ async def running_orchestrator(
 
 async def serve(settings: OrchestratorSettings) -> None:
     """Serves until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with running_orchestrator(settings):
         await stop.wait()
         log.info("shutting down")

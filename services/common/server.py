@@ -119,13 +119,19 @@ async def start_server(
     return RunningServer(server, health_servicer, port, metrics_port, list(services))
 
 
-async def serve(settings: ServiceSettings, services: Sequence[ServiceDefinition]) -> None:
-    """Runs until SIGTERM or SIGINT, then drains gracefully."""
-    running = await start_server(settings, services)
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (call from the running loop)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(settings: ServiceSettings, services: Sequence[ServiceDefinition]) -> None:
+    """Runs until SIGTERM or SIGINT, then drains gracefully."""
+    running = await start_server(settings, services)
+    stop = stop_on_signals()
     ready = asyncio.create_task(running.mark_ready())
     await stop.wait()
     log.info("shutting down (grace %.0f s)", settings.grace_s)
