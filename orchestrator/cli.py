@@ -38,6 +38,7 @@ from orchestrator.server import open_orchestrator, serve
 from orchestrator.stack import LocalStack
 from orchestrator.views import STEP_STATE, options_dict
 from protos.videoanalysis.v1 import orchestrator_pb2, scene_pb2
+from services.common import files
 from services.common.config import load_settings
 from services.common.logs import configure_logging
 
@@ -91,13 +92,16 @@ def _bring_in(source: Path, target: Path) -> None:
         )
         if same:
             return
-        target.unlink()
+    # A hard link when the media root is on the same file system, a copy otherwise; either way it
+    # replaces an older import in one rename (never deleted first).
+    link = target.with_name(f"{files.TEMP_PREFIX}{target.name}.{os.getpid()}")
     try:
-        os.link(source, target)
+        os.link(source, link)
     except OSError:
-        temp = target.with_name(f".tmp-{target.name}")
-        shutil.copy2(source, temp)
-        os.replace(temp, target)
+        with files.replacing(target) as temp:
+            shutil.copy2(source, temp)
+    else:
+        os.replace(link, target)
 
 
 # Progress display.

@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import contextlib
 import hashlib
 import math
-import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from services.common import ffmpeg
+from services.common import ffmpeg, files
 from services.common.blocking import CancelToken
 from services.tracking.config import (
     TrackingSettings,
@@ -95,35 +91,22 @@ def contact_sheet(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     return sheet
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[str]:
-    """A temporary file beside ``path`` that replaces ``path`` when the block succeeds (and is
-    removed when it fails)."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield temp
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _write_image(path: Path, image: np.ndarray) -> None:
     import cv2
 
-    with _replacing(path) as temp:
-        if not cv2.imwrite(temp, image):
+    with files.replacing(path) as temp:
+        if not cv2.imwrite(str(temp), image):
             raise RuntimeError(f"cannot write {path.suffix} images")
 
 
 def _write_video(path: Path, tiles: list[np.ndarray], fps: float) -> None:
     height, width = tiles[0].shape[:2]
-    with _replacing(path) as temp:
+    with files.replacing(path) as temp:
         command = [
             ffmpeg.require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "rawvideo",
             "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", f"{fps or 25:g}", "-i", "pipe:0",
-            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p", temp,
+            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            str(temp),
         ]  # fmt: skip
         done = subprocess.run(
             command, input=b"".join(t.tobytes() for t in tiles), capture_output=True
