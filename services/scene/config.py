@@ -33,6 +33,9 @@ class SceneSettings(ServiceSettings):
     torch_threads: int = Field(default=0, ge=0)
     #: ffmpeg decoder threads; 0 lets ffmpeg choose.
     ffmpeg_threads: int = Field(default=0, ge=0)
+    #: Keep freed memory in the process instead of unmapping it (see services.common.allocator):
+    #: a CPU forward pass then reuses its heap instead of page-faulting ~300 MB back in.
+    retain_freed_memory: bool = True
     #: Decoded frames (3.9 kB each) the decoder may run ahead of inference.
     decode_queue_frames: int = Field(default=5000, ge=1)
     #: Defaults for requests that leave these fields at 0.
