@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -201,6 +201,15 @@ def _merged(single: np.ndarray, many: np.ndarray, rule: MergedRule) -> list[tupl
     return found
 
 
+def _shifted(boundary: Boundary, offset: int) -> Boundary:
+    return replace(
+        boundary,
+        start_frame=boundary.start_frame + offset,
+        end_frame=boundary.end_frame + offset,
+        cut_frame=boundary.cut_frame + offset,
+    )
+
+
 def merged_boundaries(
     single_frame: np.ndarray, many_hot: np.ndarray, rule: MergedRule | None = None
 ) -> list[Boundary]:
@@ -214,59 +223,79 @@ class BoundaryTracker:
     """Feeds probabilities as they arrive and returns each boundary once it is final.
 
     Boundaries returned by :meth:`update` are exactly those of the final result (the rules only
-    look ``lookahead`` frames past a transition), so they can be streamed to the client.
+    look ``lookahead`` frames past a transition), so they can be streamed to the client. Each
+    update re-reads only the frames after the last final boundary, so a long video costs linear
+    time, not quadratic.
     """
 
     def __init__(self, *, legacy: bool, threshold: float, rule: MergedRule) -> None:
         self._legacy = legacy
         self._threshold = threshold
         self._rule = rule
-        self._single: list[np.ndarray] = []
-        self._many: list[np.ndarray] = []
+        self._single = np.zeros(0, np.float32)
+        self._many = np.zeros(0, np.float32)
         self._frames = 0
         self._emitted = 0
+        #: Rules re-read frames from here: the frame after the last final boundary's run, which
+        #: no later frame can merge into (see :meth:`_final`).
+        self._origin = 0
 
     def probabilities(self) -> tuple[np.ndarray, np.ndarray]:
         """Single-frame and many-hot probabilities received so far."""
-        return self._all()
+        return self._single[: self._frames], self._many[: self._frames]
 
-    def _all(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self._single) > 1:
-            self._single = [np.concatenate(self._single)]
-            self._many = [np.concatenate(self._many)]
-        empty = np.zeros(0, np.float32)
-        return (self._single[0] if self._single else empty, self._many[0] if self._many else empty)
+    def _append(self, single: np.ndarray, many: np.ndarray) -> None:
+        needed = self._frames + len(single)
+        if needed > len(self._single):  # grow geometrically: amortised O(1) per frame
+            capacity = max(needed, 2 * len(self._single), 1024)
+            self._single = np.resize(self._single, capacity)
+            self._many = np.resize(self._many, capacity)
+        self._single[self._frames : needed] = single
+        self._many[self._frames : needed] = many
+        self._frames = needed
 
     def boundaries(self) -> list[Boundary]:
-        single, many = self._all()
+        single, many = self.probabilities()
         if self._legacy:
             return legacy_boundaries(single, self._threshold)
         return merged_boundaries(single, many, self._rule)
 
     def _final(self) -> list[Boundary]:
-        """Boundaries no later probability can change."""
-        single, many = self._all()
+        """Boundaries after ``_origin`` that no later probability can change; moves ``_origin``."""
+        single, many = (p[self._origin :] for p in self.probabilities())
+        origin = self._origin
         if self._legacy:
-            # A high frame is a cut unless it is the very last frame of the video.
-            return [
-                b for b in legacy_boundaries(single, self._threshold) if b.cut_frame < self._frames
+            # Each high frame is a cut (on the next frame) unless it is the very last frame.
+            found = [
+                _shifted(b, origin)
+                for b in legacy_boundaries(single, self._threshold)
+                if b.cut_frame < len(single)
             ]
+            if found:
+                self._origin = found[-1].cut_frame
+            return found
         score = np.maximum(single, many)
         # Runs closed before ``stable`` are fixed; a later run starts at ``stable`` or after.
-        stable = self._frames
+        stable = len(score)
         while stable > 0 and score[stable - 1] > self._rule.low:
             stable -= 1
-        found = _merged(single.astype(np.float64), many.astype(np.float64), self._rule)
-        return [b for b, end in found if end + self._rule.min_scene_frames < stable]
+        found = []
+        for boundary, end in _merged(
+            single.astype(np.float64), many.astype(np.float64), self._rule
+        ):
+            if end + self._rule.min_scene_frames >= stable:
+                break
+            found.append(_shifted(boundary, origin))
+            # A run is maximal, so the frame after it is low; and a later run merging into this
+            # one would already be part of it. Re-reading from there finds the same later runs.
+            self._origin = origin + end + 1
+        return found
 
     def update(self, single: np.ndarray, many: np.ndarray) -> list[Boundary]:
         """Adds the next frames' probabilities; returns the boundaries that just became final."""
-        self._single.append(np.asarray(single))
-        self._many.append(np.asarray(many))
-        self._frames += len(single)
-        final = self._final()
-        fresh = final[self._emitted :]
-        self._emitted = len(final)
+        self._append(np.asarray(single), np.asarray(many))
+        fresh = self._final()
+        self._emitted += len(fresh)
         return fresh
 
     def finish(self) -> tuple[list[Boundary], list[Boundary]]:
