@@ -43,4 +43,9 @@ fi
 
 # 3. Generated gRPC code (only when a .proto changed).
 .venv/bin/python -m protos.generate --if-stale
+
+# 4. The scene service's Winograd convolution, compiled once per machine and torch version (cached
+#    beside the environment). Without a C++ compiler the service uses the direct convolution.
+.venv/bin/python -m services.scene.winograd >/dev/null 2>&1 \
+  || log "warning: the Winograd convolution did not build (no C++ compiler?); scenes will run slower"
 log "ready: .venv -> $venv"

@@ -26,6 +26,10 @@ class SceneSettings(ServiceSettings):
     #: or AMX) ran the network 2.4x faster on the dev machine but moves probabilities by up to
     #: ~7e-3, so it is opt-in.
     cpu_precision: Literal["float32", "bfloat16"] = "float32"
+    #: Winograd F(4x4, 3x3) for the CPU spatial convolutions (same probabilities to ~1e-6, 1.5x
+    #: faster end to end on the dev machine); needs a C++ compiler once, else the direct
+    #: convolution is used.
+    winograd: bool = True
     #: 100-frame windows per forward pass. On a CPU small batches keep activations in cache (2
     #: measured best on the 2-core dev machine); a GPU wants more (16-64).
     batch_windows: int = Field(default=2, ge=1, le=64)

@@ -27,7 +27,7 @@ import numpy as np
 from services.common import ffmpeg
 from services.common.blocking import CancelToken
 from services.common.errors import Cancelled, Unavailable, UndecodableMedia
-from services.scene.model import FRAME_HEIGHT, FRAME_WIDTH, shared_model
+from services.scene.model import FRAME_HEIGHT, FRAME_WIDTH, shared_model, uses_winograd
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,7 @@ _END = object()
 #: One forward pass at a time in the process: concurrent videos interleave batch by batch instead
 #: of fighting over the same cores (or GPU memory).
 _FORWARD_LOCK = threading.Lock()
-_WARMED: set[str] = set()
+_WARMED: set[int] = set()  # ids of the shared models that ran their warm-up pass
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,7 @@ class SceneDetector:
         amp: float16 autocast on CUDA.
         cpu_precision: "float32" (matches the reference) or "bfloat16" (autocast; faster on CPUs
             with bf16 instructions, probabilities move by up to ~7e-3).
+        winograd: Winograd spatial convolutions on the CPU (see :mod:`services.scene.winograd`).
         ffmpeg_threads: decoder threads (0 = ffmpeg's choice).
         decode_queue_frames: frames the decoder may run ahead of inference.
     """
@@ -216,6 +217,7 @@ class SceneDetector:
         torch_threads: int = 0,
         amp: bool = True,
         cpu_precision: str = "float32",
+        winograd: bool = True,
         ffmpeg_threads: int = 0,
         decode_queue_frames: int = 5000,
     ) -> None:
@@ -232,6 +234,7 @@ class SceneDetector:
         self._torch_threads = torch_threads
         self._amp = amp
         self._cpu_bfloat16 = cpu_precision == "bfloat16"
+        self._winograd = winograd
         self._ffmpeg_threads = ffmpeg_threads
         self._decode_queue_frames = decode_queue_frames
         self._model: torch.nn.Module | None = None
@@ -263,12 +266,12 @@ class SceneDetector:
         if device == "cuda":
             torch.backends.cudnn.benchmark = True
         started = time.perf_counter()
-        model = shared_model(device)
+        model = shared_model(device, self._winograd)
         self.device = device
         self._model = model
-        if device not in _WARMED:
+        if id(model) not in _WARMED:
             self._forward(np.zeros((1, WINDOW, *_FRAME_SHAPE), dtype=np.uint8))
-            _WARMED.add(device)
+            _WARMED.add(id(model))
         if device == "cuda":
             amp = " (amp float16)" if self._amp else ""
             self._device_label = (
@@ -276,7 +279,9 @@ class SceneDetector:
             )
         else:
             precision = ", bfloat16" if self._cpu_bfloat16 else ""
-            self._device_label = f"cpu ({torch.get_num_threads()} threads{precision})"
+            # Winograd runs in float32 only (autocast to bfloat16 keeps the direct convolution).
+            convolution = ", winograd" if uses_winograd(model) and not self._cpu_bfloat16 else ""
+            self._device_label = f"cpu ({torch.get_num_threads()} threads{precision}{convolution})"
         log.info(
             "TransNetV2 loaded on %s in %.1f s (batch %d windows, %d torch threads, amp %s)",
             device, time.perf_counter() - started, self.batch_windows, torch.get_num_threads(),

@@ -67,6 +67,7 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
             torch_threads=settings.torch_threads,
             amp=settings.amp,
             cpu_precision=settings.cpu_precision,
+            winograd=settings.winograd,
             ffmpeg_threads=settings.ffmpeg_threads,
             decode_queue_frames=settings.decode_queue_frames,
         )

@@ -1,0 +1,126 @@
+"""Winograd F(4×4, 3×3) for the 3×3 spatial convolutions of TransNetV2 on the CPU.
+
+TransNetV2 spends about 85 % of a CPU pass in its (1×3×3) spatial convolutions, which oneDNN
+already runs near this CPU's peak, so the only way to make them much faster is fewer
+multiplications: Winograd's F(4×4, 3×3) needs 36 per 4×4 output tile and channel pair instead of
+144. The transforms are in ``winograd.cpp`` (compiled once per machine with torch's extension
+builder, cached under the project cache); the 36 channel products are one grouped 1×1 convolution
+that oneDNN runs. Outputs differ from the direct convolution by float rounding only (about 1e-6
+relative; the probabilities stay within ~1e-6 of the reference).
+
+:func:`load` returns None where the extension cannot be built (no C++ compiler, not x86/ARM, ...);
+callers then keep the direct convolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("winograd.cpp")
+#: Tiles transformed per step: their 36 transformed positions (input and products) then stay in
+#: the 2 MB L2 of a core between the three steps. Measured best on the dev machine (see
+#: benchmarks/winograd.py).
+DEFAULT_CHUNK_TILES = 256
+
+# F(4, 3) with interpolation points 0, ±1, ±2, ∞ (Lavin & Gray, 2016); only G is needed here, the
+# input (Bᵀ) and output (Aᵀ) transforms are written out in winograd.cpp.
+_G = (
+    (1 / 4, 0.0, 0.0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0.0, 0.0, 1.0),
+)
+
+
+def _build_directory() -> Path:
+    import torch
+
+    cache = Path(os.environ.get("VIDEOANALYSIS_CACHE", Path.home() / ".cache" / "videoanalysis"))
+    version = torch.__version__.replace("+", "_")
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return cache / "torch_extensions" / f"{platform.machine()}-{python}-torch{version}"
+
+
+def _compiler_flags() -> list[str]:
+    import torch
+
+    # -fopenmp without -lgomp: at::parallel_for's OpenMP calls bind to the runtime torch already
+    # loaded, so the transforms share torch's threads instead of starting a second pool.
+    flags = ["-O3", "-fopenmp"]
+    # Vectorise the transforms for the CPU torch itself dispatches to (never -march=native: the
+    # build directory may be shared by machines of the same architecture).
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+@functools.cache
+def load() -> Any | None:
+    """The compiled extension (built on first use, about a minute; then loaded from the cache in
+    well under a second), or None where it cannot be built."""
+    from torch.utils import cpp_extension
+
+    flags = _compiler_flags()
+    name = "videoanalysis_winograd_" + "_".join(f.strip("-") for f in flags[1:])
+    directory = _build_directory() / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return cpp_extension.load(
+            name=name,
+            sources=[str(_SOURCE)],
+            extra_cflags=flags,
+            build_directory=str(directory),
+            verbose=False,
+        )
+    except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as exc:
+        # No compiler or ninja, a read-only cache, a failed build: keep the direct convolution.
+        log.warning("Winograd convolution unavailable (%s); using oneDNN's direct convolution", exc)
+        return None
+
+
+def transform_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(Cout, C, 3, 3) kernel → (36·Cout, C, 1, 1), the grouped 1×1 weight ``conv3x3`` takes."""
+    import torch
+
+    g = torch.tensor(_G, dtype=torch.float64)
+    transformed = torch.einsum("ak,oikl,bl->abo i".replace(" ", ""), g, weight.double(), g)
+    out_channels, channels = weight.shape[:2]
+    return transformed.reshape(36 * out_channels, channels, 1, 1).float().contiguous()
+
+
+def conv3x3(
+    extension: Any,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    groups: int = 1,
+    chunk_tiles: int = DEFAULT_CHUNK_TILES,
+) -> torch.Tensor:
+    """3×3 convolution (stride 1, zero padding 1) of channels-last ``x`` (N, H, W, C).
+
+    ``weight`` comes from :func:`transform_weight`. Returns (groups, N, H, W, Cout/groups): the
+    output channels split into ``groups`` channels-last tensors.
+    """
+    return extension.conv3x3(x, weight, groups, chunk_tiles)
+
+
+if __name__ == "__main__":
+    # ``python -m services.scene.winograd``: build (or find) the extension ahead of the first
+    # request; scripts/install.sh runs it.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    extension = load()
+    print(f"winograd extension: {extension.__file__ if extension else 'unavailable'}")
+    sys.exit(0 if extension else 1)
