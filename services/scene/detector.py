@@ -318,10 +318,9 @@ class SceneDetector:
             else:
                 autocast = contextlib.nullcontext()
             with autocast:
-                single, many = self._model(batch, checkpoint)
-            middle = slice(CONTEXT, WINDOW - CONTEXT)
-            single = torch.sigmoid(single[:, middle].float()).cpu().numpy()
-            many = torch.sigmoid(many[:, middle].float()).cpu().numpy()
+                single, many = self._model(batch, checkpoint, slice(CONTEXT, WINDOW - CONTEXT))
+            single = torch.sigmoid(single.float()).cpu().numpy()
+            many = torch.sigmoid(many.float()).cpu().numpy()
         return single, many
 
     def predict_frames(

@@ -246,12 +246,17 @@ def _define_model() -> type:
             )
 
         def forward(
-            self, frames: torch.Tensor, checkpoint: Callable[[], None] | None = None
+            self,
+            frames: torch.Tensor,
+            checkpoint: Callable[[], None] | None = None,
+            wanted: slice = slice(None),
         ) -> tuple[torch.Tensor, torch.Tensor]:
             """Logits of the single-frame and many-hot heads for (B, T, 27, 48, 3) uint8 frames.
 
             ``checkpoint`` is called between layers (it may raise to abandon the pass, e.g. when
-            the request was cancelled), so a long batch does not delay cancellation.
+            the request was cancelled), so a long batch does not delay cancellation. ``wanted``
+            selects the frames whose logits are returned, (B, len(wanted)) each: the per-frame
+            head then runs on those only (the windowing keeps the middle half of each window).
             """
             if frames.dtype != torch.uint8 or frames.dim() != 5 or tuple(frames.shape[2:]) != (
                 FRAME_HEIGHT, FRAME_WIDTH, 3,
@@ -272,7 +277,12 @@ def _define_model() -> type:
             # (B·T, 256, 3, 6) channels-last → (B, T, 3·6·256), (h, w, c) order like the reference.
             spatial = x.permute(0, 2, 3, 1).reshape(batch, time, -1)
             features = torch.cat(
-                [self._color_histograms(frames), self._frame_similarity(pooled), spatial], 2
+                [
+                    self._color_histograms(frames)[:, wanted],
+                    self._frame_similarity(pooled)[:, wanted],
+                    spatial[:, wanted],
+                ],
+                2,
             )
             hidden = functional.relu(functional.linear(features, self.fc1_w, self.fc1_b))
             logits = functional.linear(hidden, self.head_w, self.head_b)

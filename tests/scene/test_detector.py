@@ -140,3 +140,14 @@ def test_cpu_bfloat16_is_opt_in_and_stays_close_on_real_cuts() -> None:
         assert difference.mean() <= 5e-3
     with pytest.raises(ValueError, match="cpu_precision"):
         SceneDetector(cpu_precision="float16")
+
+
+def test_logits_of_the_wanted_frames_only_are_those_of_the_full_pass() -> None:
+    model = shared_model("cpu")
+    frames = torch.from_numpy(np.stack([_distinct_frames(100), _distinct_frames(100)[::-1]]))
+    with torch.inference_mode():
+        full = model(frames)
+        middle = model(frames, wanted=slice(25, 75))
+    for head_full, head_middle in zip(full, middle, strict=True):
+        assert head_middle.shape == (2, 50)
+        torch.testing.assert_close(head_middle, head_full[:, 25:75], rtol=0, atol=1e-5)
