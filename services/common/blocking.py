@@ -7,6 +7,7 @@ producer thread is always joined before the RPC handler returns.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,17 @@ class CancelToken:
     def wait(self, timeout: float) -> bool:
         """Sleeps up to ``timeout`` seconds; True when cancelled meanwhile."""
         return self._event.wait(timeout)
+
+    def result_of(self, future: concurrent.futures.Future[T], poll_s: float = 0.1) -> T:
+        """Waits for work queued on an executor. Cancelled while still queued, the work is
+        dropped and :class:`Cancelled` raised at once; once running, the work is expected to poll
+        this token itself, so its result (or its Cancelled) is awaited."""
+        while True:
+            try:
+                return future.result(timeout=poll_s)
+            except concurrent.futures.TimeoutError:
+                if self.cancelled and future.cancel():
+                    raise Cancelled("cancelled") from None
 
     @contextlib.contextmanager
     def holding(self, lock: threading.Lock, poll_s: float = 0.1) -> Iterator[None]:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.scene.winograd import DEFAULT_CHUNK_TILES, transform_weight
+from services.scene.winograd import chunk_tiles_for, transform_weight
 from services.scene.winograd import load as winograd_extension
 
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ def _define_model() -> type:
                 self.spatial_winograd = nn.Parameter(
                     transform_weight(torch.cat(spatial, 0)), requires_grad=False
                 )
+                self.chunk_tiles = chunk_tiles_for(self.spatial_winograd)
 
         def _spatial(self, x: torch.Tensor) -> list[torch.Tensor]:
             """The four branches' spatial convolutions, each (B·T, 2F, H, W) channels-last."""
@@ -137,7 +138,7 @@ def _define_model() -> type:
                 return [functional.conv2d(x, weight, padding=1) for weight in self.spatial]
             # (B·T, C, H, W) channels-last is (B·T, H, W, C) contiguous; out: (4, B·T, H, W, 2F).
             out = self.winograd.conv3x3(
-                x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd, 4, DEFAULT_CHUNK_TILES
+                x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd, 4, self.chunk_tiles
             )
             return [branch.permute(0, 3, 1, 2) for branch in out]
 

@@ -29,10 +29,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("winograd.cpp")
-#: Tiles transformed per step: their 36 transformed positions (input and products) then stay in
-#: the 2 MB L2 of a core between the three steps. Measured best on the dev machine (see
-#: benchmarks/winograd.py).
+#: Tiles transformed per step where the layer's weights are small: the step's transformed input
+#: and products then stay in cache between the three steps.
 DEFAULT_CHUNK_TILES = 256
+#: All tiles in one step.
+ALL_TILES = 2**40
+
+
+def chunk_tiles_for(weight: torch.Tensor) -> int:
+    """Tiles per step for a layer, given its :func:`transform_weight` output.
+
+    Every step re-reads the transformed weights (36·C·Cout floats, up to 19 MB in TransNetV2's
+    last stack). Beyond twice a core's 2 MB L2 that costs more than keeping the step's data in
+    cache saves, and one step over all tiles (a single large matrix product) is fastest: 16-30 ms
+    instead of 19-36 ms per 200 frames for the last stack on the dev machine, while the first
+    stack's layer is fastest in steps of 256 tiles (40 ms against 54 ms in one step).
+    ``python -m benchmarks.winograd`` measures both.
+    """
+    return ALL_TILES if weight.numel() * weight.element_size() > 4 * 2**20 else DEFAULT_CHUNK_TILES
+
 
 # F(4, 3) with interpolation points 0, ±1, ±2, ∞ (Lavin & Gray, 2016); only G is needed here, the
 # input (Bᵀ) and output (Aᵀ) transforms are written out in winograd.cpp.
