@@ -5,7 +5,8 @@
 For each layer the scene service runs through Winograd (the four branches of a dilated layer as
 one convolution, on ``--frames`` frames: 200 is one 2-window batch), times oneDNN's channels-last
 direct convolution (the reference, what the model runs without the extension) and the extension
-at the layer's own chunking and at fixed chunk sizes, best of ``--repeat``. Prints one JSON line:
+at the layer's own tile size and chunking, and at every tile size and fixed chunk sizes, best of
+``--repeat``. Prints one JSON line:
 per layer the shapes, milliseconds of each, ``speedup`` (direct / Winograd at the layer's
 chunking) and ``max_relative_error`` against a float64 convolution; ``total`` sums the layers.
 """
@@ -62,11 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         weight = torch.randn(out_channels, channels, 3, 3, generator=generator) * 0.05
         direct_input = x.permute(0, 3, 1, 2)  # channels-last (N, C, H, W)
         direct_weight = weight.contiguous(memory_format=torch.channels_last)
-        transformed = winograd.transform_weight(weight)
+        tile = winograd.best_tile(height, width)
+        by_tile = {t: winograd.transform_weight(weight, t) for t in winograd.TILES}
+        transformed = by_tile[tile]
         chunk = winograd.chunk_tiles_for(transformed)
 
-        def run_winograd(tiles: int = chunk) -> torch.Tensor:
-            return winograd.conv3x3(extension, x, transformed, 4, tiles)  # noqa: B023
+        def run_winograd(tiles: int = chunk, tile: int = tile) -> torch.Tensor:
+            return winograd.conv3x3(extension, x, by_tile[tile], tile, 4, tiles)  # noqa: B023
 
         exact = functional.conv2d(direct_input.double(), weight.double(), padding=1)
         got = run_winograd().permute(1, 2, 3, 0, 4).reshape(*x.shape[:3], out_channels)
@@ -79,13 +82,18 @@ def main(argv: list[str] | None = None) -> None:
         report[name] = {
             "input": [args.frames, channels, height, width],
             "out_channels": out_channels,
+            "tile": tile,
+            "multiplications_per_output": round(
+                winograd.multiplications_per_output(tile, height, width), 3
+            ),
             "chunk_tiles": "all" if chunk == winograd.ALL_TILES else chunk,
             "direct_ms": direct_ms,
             "winograd_ms": winograd_ms,
-            "winograd_ms_by_chunk": {
-                "all" if tiles == winograd.ALL_TILES else str(tiles): _best_ms(
-                    lambda tiles=tiles: run_winograd(tiles), args.repeat
+            "winograd_ms_by_tile_and_chunk": {
+                f"F({t},3) " + ("all" if tiles == winograd.ALL_TILES else str(tiles)): _best_ms(
+                    lambda tiles=tiles, t=t: run_winograd(tiles, t), args.repeat
                 )
+                for t in winograd.TILES
                 for tiles in FIXED_CHUNKS
             },
             "speedup": round(direct_ms / winograd_ms, 3),

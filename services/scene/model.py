@@ -10,8 +10,8 @@ channels-first 3-D layout, spends about half its time reordering tensors):
   so the (1×3×3) spatial convolutions are plain 2-D convolutions;
 - the temporal (3×1×1) convolutions run as 2-D convolutions over a (time, pixels) view of the same
   memory, so no tensor is permuted between the spatial and the temporal convolution;
-- on the CPU, the spatial convolutions of all but the first layer run as Winograd F(4×4, 3×3)
-  (:mod:`services.scene.winograd`, 2.5x fewer multiplications), the four branches of a layer as
+- on the CPU, the spatial convolutions of all but the first layer run as Winograd F(6×6, 3×3)
+  (:mod:`services.scene.winograd`, 3.7-5x fewer multiplications), the four branches of a layer as
   one convolution whose output lands in four per-branch tensors;
 - batch norm (eval mode) is folded into the temporal (3×1×1) convolutions that precede it;
 - the similarity look-up (row ``t`` of the padded similarity matrix, columns ``t..t+100``) is a
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.scene.winograd import chunk_tiles_for, transform_weight
+from services.scene.winograd import best_tile, chunk_tiles_for, transform_weight
 from services.scene.winograd import load as winograd_extension
 
 if TYPE_CHECKING:
@@ -92,7 +92,12 @@ def _define_model() -> type:
         """One ``DilatedDCNNV2``: four (spatial conv, dilated temporal conv) branches, folded BN."""
 
         def __init__(
-            self, state: dict[str, torch.Tensor], prefix: str, relu: bool, winograd: Any | None
+            self,
+            state: dict[str, torch.Tensor],
+            prefix: str,
+            relu: bool,
+            winograd: Any | None,
+            image: tuple[int, int],
         ) -> None:
             super().__init__()
             gamma = state[f"{prefix}.bn.weight"]
@@ -127,8 +132,9 @@ def _define_model() -> type:
             # The first layer sees 3 input channels: too few for Winograd to pay for its transforms.
             self.winograd = winograd if spatial[0].shape[1] > 3 else None
             if self.winograd is not None:
+                self.tile = best_tile(*image)
                 self.spatial_winograd = nn.Parameter(
-                    transform_weight(torch.cat(spatial, 0)), requires_grad=False
+                    transform_weight(torch.cat(spatial, 0), self.tile), requires_grad=False
                 )
                 self.chunk_tiles = chunk_tiles_for(self.spatial_winograd)
 
@@ -138,8 +144,9 @@ def _define_model() -> type:
                 return [functional.conv2d(x, weight, padding=1) for weight in self.spatial]
             # (B·T, C, H, W) channels-last is (B·T, H, W, C) contiguous; out: (4, B·T, H, W, 2F).
             out = self.winograd.conv3x3(
-                x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd, 4, self.chunk_tiles
-            )
+                x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd, 4, self.chunk_tiles,
+                self.tile,
+            )  # fmt: skip
             return [branch.permute(0, 3, 1, 2) for branch in out]
 
         def forward(self, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -170,11 +177,15 @@ def _define_model() -> type:
         """One ``StackedDDCNNV2``: two dilated layers, residual from the first, 2×2 average pool."""
 
         def __init__(
-            self, state: dict[str, torch.Tensor], prefix: str, winograd: Any | None
+            self,
+            state: dict[str, torch.Tensor],
+            prefix: str,
+            winograd: Any | None,
+            image: tuple[int, int],
         ) -> None:
             super().__init__()
-            self.first = _DilatedLayer(state, f"{prefix}.DDCNN.0", True, winograd)
-            self.second = _DilatedLayer(state, f"{prefix}.DDCNN.1", False, winograd)
+            self.first = _DilatedLayer(state, f"{prefix}.DDCNN.0", True, winograd, image)
+            self.second = _DilatedLayer(state, f"{prefix}.DDCNN.1", False, winograd, image)
 
         def forward(
             self, x: torch.Tensor, batch: int, checkpoint: Callable[[], None] | None = None
@@ -201,7 +212,11 @@ def _define_model() -> type:
             super().__init__()
             #: The compiled Winograd extension the CPU spatial convolutions use, or None.
             self.winograd = winograd
-            self.stacks = nn.ModuleList(_Stack(state, f"SDDCNN.{i}", winograd) for i in range(3))
+            # Each stack ends with a 2×2 average pool: 27×48, 13×24, 6×12 images.
+            self.stacks = nn.ModuleList(
+                _Stack(state, f"SDDCNN.{i}", winograd, (FRAME_HEIGHT >> i, FRAME_WIDTH >> i))
+                for i in range(3)
+            )
 
             def frozen(name: str) -> nn.Parameter:
                 return nn.Parameter(state[name].clone(), requires_grad=False)

@@ -1,12 +1,13 @@
-"""Winograd F(4×4, 3×3) for the 3×3 spatial convolutions of TransNetV2 on the CPU.
+"""Winograd F(m×m, 3×3) for the 3×3 spatial convolutions of TransNetV2 on the CPU.
 
 TransNetV2 spends about 85 % of a CPU pass in its (1×3×3) spatial convolutions, which oneDNN
 already runs near this CPU's peak, so the only way to make them much faster is fewer
-multiplications: Winograd's F(4×4, 3×3) needs 36 per 4×4 output tile and channel pair instead of
-144. The transforms are in ``winograd.cpp`` (compiled once per machine with torch's extension
-builder, cached under the project cache); the 36 channel products are one grouped 1×1 convolution
-that oneDNN runs. Outputs differ from the direct convolution by float rounding only (about 1e-6
-relative; the probabilities stay within ~1e-6 of the reference).
+multiplications: Winograd's F(6×6, 3×3) needs 64 per 6×6 output tile and channel pair instead of
+324 (F(4×4, 3×3): 36 instead of 144). The transforms are in ``winograd.cpp`` (compiled once per
+machine with torch's extension builder, cached under the project cache); the channel products
+are one grouped 1×1 convolution that oneDNN runs. Outputs differ from the direct convolution by
+float rounding only (about 1e-5 relative per layer; the probabilities stay within 1e-6 of the
+reference).
 
 :func:`load` returns None where the extension cannot be built (no C++ compiler, not x86/ARM, ...);
 callers then keep the direct convolution.
@@ -39,26 +40,52 @@ ALL_TILES = 2**40
 def chunk_tiles_for(weight: torch.Tensor) -> int:
     """Tiles per step for a layer, given its :func:`transform_weight` output.
 
-    Every step re-reads the transformed weights (36·C·Cout floats, up to 19 MB in TransNetV2's
-    last stack). Beyond twice a core's 2 MB L2 that costs more than keeping the step's data in
-    cache saves, and one step over all tiles (a single large matrix product) is fastest: 16-30 ms
-    instead of 19-36 ms per 200 frames for the last stack on the dev machine, while the first
-    stack's layer is fastest in steps of 256 tiles (40 ms against 54 ms in one step).
-    ``python -m benchmarks.winograd`` measures both.
+    Every step re-reads the transformed weights ((tile+2)²·C·Cout floats, up to 34 MB in
+    TransNetV2's last stack). Beyond twice a core's 2 MB L2 that costs more than keeping the
+    step's data in cache saves, and one step over all tiles (a single large matrix product) is
+    fastest, while the first stack's layer (1.2 MB of weights) is fastest in steps of 256 tiles
+    (37 ms against 46 ms in one step per 200 frames on the dev machine).
+    ``python -m benchmarks.winograd`` measures every choice.
     """
     return ALL_TILES if weight.numel() * weight.element_size() > 4 * 2**20 else DEFAULT_CHUNK_TILES
 
 
-# F(4, 3) with interpolation points 0, ±1, ±2, ∞ (Lavin & Gray, 2016); only G is needed here, the
-# input (Bᵀ) and output (Aᵀ) transforms are written out in winograd.cpp.
-_G = (
-    (1 / 4, 0.0, 0.0),
-    (-1 / 6, -1 / 6, -1 / 6),
-    (-1 / 6, 1 / 6, -1 / 6),
-    (1 / 24, 1 / 12, 1 / 6),
-    (1 / 24, -1 / 12, 1 / 6),
-    (0.0, 0.0, 1.0),
-)
+#: G of F(m, 3) by output tile side m, the kernel transform (the input (Bᵀ) and output (Aᵀ)
+#: transforms are written out in winograd.cpp). Interpolation points 0, ±1, ±2 (and ±1/2 for
+#: m = 6) and ∞ (Lavin & Gray, 2016).
+_G = {
+    4: (
+        (1 / 4, 0.0, 0.0),
+        (-1 / 6, -1 / 6, -1 / 6),
+        (-1 / 6, 1 / 6, -1 / 6),
+        (1 / 24, 1 / 12, 1 / 6),
+        (1 / 24, -1 / 12, 1 / 6),
+        (0.0, 0.0, 1.0),
+    ),
+    6: (
+        (1.0, 0.0, 0.0),
+        (-2 / 9, -2 / 9, -2 / 9),
+        (-2 / 9, 2 / 9, -2 / 9),
+        (1 / 90, 1 / 45, 2 / 45),
+        (1 / 90, -1 / 45, 2 / 45),
+        (32 / 45, 16 / 45, 8 / 45),
+        (32 / 45, -16 / 45, 8 / 45),
+        (0.0, 0.0, 1.0),
+    ),
+}
+TILES = tuple(_G)
+
+
+def multiplications_per_output(tile: int, height: int, width: int) -> float:
+    """Multiplications per output pixel and channel pair, counting the padding that fills the
+    last row and column of tiles (direct convolution: 9)."""
+    padded = -(-height // tile) * tile * -(-width // tile) * tile
+    return (tile + 2) ** 2 / tile**2 * padded / (height * width)
+
+
+def best_tile(height: int, width: int) -> int:
+    """The output tile side with the fewest multiplications for an image of this size."""
+    return min(TILES, key=lambda tile: multiplications_per_output(tile, height, width))
 
 
 def _build_directory() -> Path:
@@ -107,29 +134,31 @@ def load() -> Any | None:
         return None
 
 
-def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(Cout, C, 3, 3) kernel → (36·Cout, C, 1, 1), the grouped 1×1 weight ``conv3x3`` takes."""
+def transform_weight(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """(Cout, C, 3, 3) kernel → ((tile+2)²·Cout, C, 1, 1), the grouped 1×1 weight of
+    :func:`conv3x3` (computed in float64, then rounded once)."""
     import torch
 
-    g = torch.tensor(_G, dtype=torch.float64)
-    transformed = torch.einsum("ak,oikl,bl->abo i".replace(" ", ""), g, weight.double(), g)
-    out_channels, channels = weight.shape[:2]
-    return transformed.reshape(36 * out_channels, channels, 1, 1).float().contiguous()
+    g = torch.tensor(_G[tile], dtype=torch.float64)
+    transformed = torch.einsum("ak,oikl,bl->aboi", g, weight.double(), g)
+    return transformed.reshape(-1, weight.shape[1], 1, 1).float().contiguous()
 
 
 def conv3x3(
     extension: Any,
     x: torch.Tensor,
     weight: torch.Tensor,
+    tile: int,
     groups: int = 1,
     chunk_tiles: int = DEFAULT_CHUNK_TILES,
 ) -> torch.Tensor:
     """3×3 convolution (stride 1, zero padding 1) of channels-last ``x`` (N, H, W, C).
 
-    ``weight`` comes from :func:`transform_weight`. Returns (groups, N, H, W, Cout/groups): the
-    output channels split into ``groups`` channels-last tensors.
+    ``weight`` comes from :func:`transform_weight` with the same ``tile``. Returns
+    (groups, N, H, W, Cout/groups): the output channels split into ``groups`` channels-last
+    tensors.
     """
-    return extension.conv3x3(x, weight, groups, chunk_tiles)
+    return extension.conv3x3(x, weight, groups, chunk_tiles, tile)
 
 
 if __name__ == "__main__":

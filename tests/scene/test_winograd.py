@@ -27,6 +27,7 @@ def extension():
     return built
 
 
+@pytest.mark.parametrize("tile", winograd.TILES)
 @pytest.mark.parametrize(
     ("batch", "height", "width", "channels", "out_channels", "groups", "chunk"),
     [
@@ -38,28 +39,42 @@ def extension():
     ],
 )
 def test_matches_the_direct_convolution(
-    extension, batch, height, width, channels, out_channels, groups, chunk
+    extension, batch, height, width, channels, out_channels, groups, chunk, tile
 ) -> None:
     generator = torch.Generator().manual_seed(batch * 100 + height)
     x = torch.randn(batch, height, width, channels, generator=generator)
     weight = torch.randn(out_channels, channels, 3, 3, generator=generator)
     expected = functional.conv2d(x.permute(0, 3, 1, 2).double(), weight.double(), padding=1)
-    got = winograd.conv3x3(extension, x, winograd.transform_weight(weight), groups, chunk)
+    transformed = winograd.transform_weight(weight, tile)
+    got = winograd.conv3x3(extension, x, transformed, tile, groups, chunk)
     assert got.shape == (groups, batch, height, width, out_channels // groups)
     # (groups, N, H, W, Cout/groups) → (N, Cout, H, W)
     joined = got.permute(1, 2, 3, 0, 4).reshape(batch, height, width, out_channels)
     error = (joined.permute(0, 3, 1, 2).double() - expected).abs().max().item()
-    assert error <= 1e-5 * expected.abs().max().item()
+    # Larger tiles trade accuracy for fewer multiplications (F(6,3) interpolates at ±1/2 and ±2).
+    assert error <= {4: 1e-5, 6: 4e-5}[tile] * expected.abs().max().item()
 
 
 def test_bad_input_is_refused_with_a_reason(extension) -> None:
-    weight = winograd.transform_weight(torch.randn(8, 4, 3, 3))
+    weight = winograd.transform_weight(torch.randn(8, 4, 3, 3), 6)
     with pytest.raises(RuntimeError, match="contiguous float"):
-        extension.conv3x3(torch.randn(1, 5, 5, 4).double(), weight, 1, 16)
+        extension.conv3x3(torch.randn(1, 5, 5, 4).double(), weight, 1, 16, 6)
     with pytest.raises(RuntimeError, match="weight must be"):
-        extension.conv3x3(torch.randn(1, 5, 5, 3), weight, 1, 16)
+        extension.conv3x3(torch.randn(1, 5, 5, 3), weight, 1, 16, 6)
+    with pytest.raises(RuntimeError, match="weight must be"):  # transformed for F(6,3), not F(4,3)
+        extension.conv3x3(torch.randn(1, 5, 5, 4), weight, 1, 16, 4)
     with pytest.raises(RuntimeError, match="groups"):
-        extension.conv3x3(torch.randn(1, 5, 5, 4), weight, 3, 16)
+        extension.conv3x3(torch.randn(1, 5, 5, 4), weight, 3, 16, 6)
+    with pytest.raises(RuntimeError, match="tile must be 4 or 6"):
+        extension.conv3x3(torch.randn(1, 5, 5, 4), weight, 1, 16, 2)
+
+
+def test_the_tile_with_fewest_multiplications_is_chosen() -> None:
+    assert winograd.multiplications_per_output(4, 8, 8) == 36 / 16
+    assert winograd.multiplications_per_output(6, 6, 12) == 64 / 36
+    # 13 rows: F(4,3) pads to 16, F(6,3) to 18, and F(6,3) still multiplies less.
+    assert winograd.best_tile(13, 24) == 6
+    assert winograd.best_tile(4, 4) == 4
 
 
 def test_the_model_gives_the_direct_convolutions_probabilities_on_real_cuts() -> None:
