@@ -222,10 +222,13 @@ def iter_frames(
     fps: float | None = None,
     token: CancelToken | None = None,
     threads: int = 0,
+    filter_threads: int = 0,
     pix_fmt: str = "rgb24",
     scale_flags: str = "area",
 ) -> Iterator[np.ndarray]:
     """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
+
+    ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per core).
 
     ``scale_flags`` names swscale's filter; a model that must see exactly its reference's pixels
     passes the one the reference used.
@@ -239,8 +242,9 @@ def iter_frames(
         filters.append(f"fps={fps:g}")
     filters.append(f"scale={width}:{height}:flags={scale_flags}")
     cmd = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
-        "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+        *(["-filter_threads", str(filter_threads)] if filter_threads else []),
+        "-threads", str(threads), "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
     ]  # fmt: skip
     frame_bytes = width * height * 3

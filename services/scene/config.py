@@ -35,7 +35,8 @@ class SceneSettings(ServiceSettings):
     batch_windows: int = Field(default=2, ge=1, le=64)
     #: torch CPU threads for inference; 0 keeps torch's default (one per core).
     torch_threads: int = Field(default=0, ge=0)
-    #: ffmpeg decoder threads; 0 lets ffmpeg choose.
+    #: ffmpeg decoder (and scaler) threads; 0: one on the CPU, where inference has every core, and
+    #: ffmpeg's choice when inference runs on a GPU.
     ffmpeg_threads: int = Field(default=0, ge=0)
     #: Keep freed memory in the process instead of unmapping it (see services.common.allocator):
     #: a CPU forward pass then reuses its heap instead of page-faulting ~300 MB back in.

@@ -63,7 +63,8 @@ def test_no_frames_make_no_windows() -> None:
     assert list(iter_windows(iter([]), 4)) == []
 
 
-def test_decoding_matches_the_reference_ffmpeg_call() -> None:
+@pytest.mark.parametrize("threads", [0, 1])  # 1: what the service uses when inference is on the CPU
+def test_decoding_matches_the_reference_ffmpeg_call(threads: int) -> None:
     video = TESTDATA / "video" / "fades.mp4"  # 25 fps, so the fps filter keeps every frame
     raw, _ = (
         ffmpeg_python.input(str(video))
@@ -71,7 +72,7 @@ def test_decoding_matches_the_reference_ffmpeg_call() -> None:
         .run(capture_stdout=True, capture_stderr=True)
     )
     reference = np.frombuffer(raw, np.uint8).reshape(-1, 27, 48, 3)
-    ours = np.stack(list(iter_decoded_frames(video)))
+    ours = np.stack(list(iter_decoded_frames(video, threads=threads)))
     assert ours.shape == reference.shape
     np.testing.assert_array_equal(ours, reference)
 
