@@ -23,12 +23,12 @@ class SceneSettings(ServiceSettings):
     #: float16 autocast on CUDA.
     amp: bool = True
     #: "float32" matches the reference to ~1e-6. "bfloat16" (autocast, for CPUs with AVX512-BF16
-    #: or AMX) ran the network 2.4x faster on the dev machine but moves probabilities by up to
-    #: ~7e-3, so it is opt-in.
+    #: or AMX; direct convolutions) ran the service 1.2x faster than float32 with Winograd on the
+    #: dev machine but moves probabilities by up to ~1e-2, so it is opt-in.
     cpu_precision: Literal["float32", "bfloat16"] = "float32"
-    #: Winograd F(4x4, 3x3) for the CPU spatial convolutions (same probabilities to ~1e-6, 1.5x
-    #: faster end to end on the dev machine); needs a C++ compiler once, else the direct
-    #: convolution is used.
+    #: Winograd F(6x6, 3x3) for the CPU spatial convolutions in float32 (the same probabilities to
+    #: ~1e-6; those layers 2x faster, the whole service ~1.4x, on the dev machine); needs a C++
+    #: compiler once, else the direct convolution is used.
     winograd: bool = True
     #: 100-frame windows per forward pass. On a CPU small batches keep activations in cache (2
     #: measured best on the 2-core dev machine); a GPU wants more (16-64).
