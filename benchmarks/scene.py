@@ -10,8 +10,8 @@ round of each, and the median of the rounds' paired ratios), the largest per-fra
 difference between the service and the reference (both heads) and, with ``--truth``,
 precision/recall/F1 of every rule with the matching rule of the shared test data.
 
-Throughput on a shared machine is only meaningful as a ratio within one run; ``--rounds`` runs the
-service and the reference alternately several times and keeps each one's best time.
+Throughput on a shared machine is only meaningful as a ratio within one run; ``--rounds`` (default
+3) runs the service and the reference alternately several times and keeps each one's best time.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--batch", type=int, default=SceneSettings().batch_windows)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--cpu-precision", default="float32", choices=["float32", "bfloat16"],
         help="the service's CPU precision (the reference always runs float32)",
