@@ -140,3 +140,30 @@ async def test_cancel_marks_only_unfinished_work(tmp_path: Path) -> None:
     assert [j.job_id for j in listed] == ["j1"] and listed[0].finished_at is not None
     assert await db.list_jobs(10, [st.COMPLETED]) == []
     await db.close()
+
+
+async def test_listing_many_jobs_returns_each_job_whole(tmp_path: Path) -> None:
+    """More jobs than one query may name: every job comes back whole, newest first."""
+    db = await st.JobStore.open(tmp_path / "jobs.sqlite3")
+    count = 620
+    for number in range(count):
+        job_id = f"job{number:04d}"
+        await db.create_job(job_id, [f"{job_id}/in.mp4"], {}, job_id, "output")
+        video = st.VideoRow(
+            idx=0, input_idx=0, path=f"{job_id}/v.mp4", project=job_id, stem="v",
+            output_dir=f"output/{job_id}", work_dir=f".work/{job_id}/0-v",
+        )  # fmt: skip
+        await db.add_videos(job_id, [video])
+        await db.update_step(job_id, 0, "scene", state=st.SUCCEEDED if number % 2 else st.FAILED)
+    listed = await db.list_jobs(count)
+    assert len(listed) == count
+    newest_first = sorted(listed, key=lambda job: (-job.created_at, job.job_id))
+    assert [job.job_id for job in listed] == [job.job_id for job in newest_first]
+    for job in listed:
+        number = int(job.job_id[3:])
+        assert [i.path for i in job.inputs] == [f"{job.job_id}/in.mp4"]
+        assert [v.project for v in job.videos] == [job.job_id]
+        assert job.videos[0].steps["scene"].state == (st.SUCCEEDED if number % 2 else st.FAILED)
+        assert list(job.videos[0].steps) == list(st.STEP_NAMES)
+    assert await db.get_job("no-such-job") is None
+    await db.close()
