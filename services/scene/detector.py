@@ -216,11 +216,11 @@ class SceneDetector:
         torch_threads: CPU threads for torch (0 keeps torch's default).
         amp: float16 autocast on CUDA.
         cpu_precision: "float32" (matches the reference) or "bfloat16" (autocast; faster on CPUs
-            with bf16 instructions, probabilities move by up to ~7e-3).
+            with bf16 instructions, probabilities move by up to ~1e-2).
         winograd: Winograd spatial convolutions on the CPU (see :mod:`services.scene.winograd`).
         ffmpeg_threads: decoder and scaler threads; 0 = one when inference runs on the CPU (every
             core is busy with inference, and more ffmpeg threads only add overhead: 1.0 instead of
-            1.15 CPU-seconds per minute of 360p video), ffmpeg's choice on a GPU.
+            1.15 CPU-seconds for a 73-second 360p clip), ffmpeg's choice on a GPU.
         decode_queue_frames: frames the decoder may run ahead of inference.
     """
 
