@@ -112,8 +112,10 @@ def _compiler_flags() -> list[str]:
 
 @functools.cache
 def load() -> Any | None:
-    """The compiled extension (built on first use, about a minute; then loaded from the cache in
-    well under a second), or None where it cannot be built."""
+    """The compiled extension (built on first use, 15-60 s; then loaded from the cache in well
+    under a second), or None where it cannot be built."""
+    # Importing the builder warns when there is no CUDA toolkit, which a CPU extension never needs.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
     flags = _compiler_flags()
