@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.scene.winograd import best_tile, chunk_tiles_for, transform_weight
+from services.scene.winograd import conv3x3 as winograd_conv3x3
 from services.scene.winograd import load as winograd_extension
 
 if TYPE_CHECKING:
@@ -144,9 +145,9 @@ def _define_model() -> type:
             if self.winograd is None or x.device.type != "cpu" or x.dtype != torch.float32:
                 return [functional.conv2d(x, weight, padding=1) for weight in self.spatial]
             # (B·T, C, H, W) channels-last is (B·T, H, W, C) contiguous; out: (4, B·T, H, W, 2F).
-            out = self.winograd.conv3x3(
-                x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd, 4, self.chunk_tiles,
-                self.tile,
+            out = winograd_conv3x3(
+                self.winograd, x.permute(0, 2, 3, 1).contiguous(), self.spatial_winograd,
+                self.tile, groups=4, chunk_tiles=self.chunk_tiles,
             )  # fmt: skip
             return [branch.permute(0, 3, 1, 2) for branch in out]
 
