@@ -102,7 +102,7 @@ def test_scenes_cover_every_frame_once() -> None:
 
 
 @pytest.mark.parametrize("legacy", [False, True])
-@pytest.mark.parametrize("chunk", [1, 7, 50, 200])
+@pytest.mark.parametrize("chunk", [1, 7, 50, 200, 333])
 def test_streamed_boundaries_equal_the_final_ones(legacy: bool, chunk: int) -> None:
     rng = np.random.default_rng(chunk)
     n = 1500
@@ -120,6 +120,34 @@ def test_streamed_boundaries_equal_the_final_ones(legacy: bool, chunk: int) -> N
     expected = legacy_boundaries(single) if legacy else merged_boundaries(single, many, rule)
     assert streamed + rest == final == expected
     assert len(expected) > 5 and early >= len(expected) - 2  # most were streamed before the end
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_streaming_across_long_quiet_stretches_loses_nothing(seed: int) -> None:
+    """Quiet shots, near-threshold wobbles, fades and runs just under ``min_scene_frames`` apart:
+    the tracker skips re-reading settled frames but must still find exactly the final result."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    single = (rng.random(n) * 0.2).astype(np.float32)
+    many = (rng.random(n) * 0.2).astype(np.float32)
+    for start in rng.integers(0, n - 20, size=12):
+        length = int(rng.integers(1, 15))
+        head = single if rng.random() < 0.5 else many
+        head[start : start + length] = rng.uniform(0.3, 0.95, size=length)
+    rule = MergedRule.with_threshold(0.5, min_scene_frames=int(rng.integers(0, 12)))
+    for legacy in (False, True):
+        tracker = BoundaryTracker(legacy=legacy, threshold=0.5, rule=rule)
+        streamed = []
+        position = 0
+        while position < n:
+            size = int(rng.integers(1, 120))
+            streamed += tracker.update(
+                single[position : position + size], many[position : position + size]
+            )
+            position += size
+        final, rest = tracker.finish()
+        expected = legacy_boundaries(single) if legacy else merged_boundaries(single, many, rule)
+        assert streamed + rest == final == expected
 
 
 def test_scoring_matches_one_to_one_with_the_tolerances() -> None:
