@@ -132,9 +132,18 @@ struct Transforms<6> {
   }
 };
 
+// A tile's place: image n, tile row ty, tile column tx.
+struct TileAt {
+  int64_t n, ty, tx;
+};
+
 struct Geometry {
   int64_t batch, height, width, tiles_y, tiles_x;
   int64_t tiles() const { return batch * tiles_y * tiles_x; }
+  // Tiles are numbered column fastest, then row, then image.
+  TileAt at(int64_t tile) const {
+    return {tile / (tiles_x * tiles_y), (tile / tiles_x) % tiles_y, tile % tiles_x};
+  }
 };
 
 // Transformed input tiles [first, first + count) of x (N, H, W, C) into v (count, alpha^2, C).
@@ -147,10 +156,7 @@ void transform_input(const float* x, const Geometry& g, int64_t channels, int64_
   at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> rows(kPositions * channels);  // Bt d, (a, column, channel)
     for (int64_t local = begin; local < end; ++local) {
-      const int64_t tile = first + local;
-      const int64_t tx = tile % g.tiles_x;
-      const int64_t ty = (tile / g.tiles_x) % g.tiles_y;
-      const int64_t n = tile / (g.tiles_x * g.tiles_y);
+      const auto [n, ty, tx] = g.at(first + local);
       const float* in[kAlpha];
       float* out[kAlpha];
       for (int64_t column = 0; column < kAlpha; ++column) {
@@ -188,10 +194,7 @@ void transform_output(const float* m, const Geometry& g, int64_t groups, int64_t
     std::vector<float> rows(Tile * kAlpha * channels);  // At M, (i, column, channel)
     std::vector<float> spill(group_width);              // for rows/columns past the border
     for (int64_t local = begin; local < end; ++local) {
-      const int64_t tile = first + local;
-      const int64_t tx = tile % g.tiles_x;
-      const int64_t ty = (tile / g.tiles_x) % g.tiles_y;
-      const int64_t n = tile / (g.tiles_x * g.tiles_y);
+      const auto [n, ty, tx] = g.at(first + local);
       const float* tile_in = m + local * kPositions * channels;
       const float* in[kAlpha];
       float* out[Tile];
