@@ -267,12 +267,13 @@ class JobStore:
 
     async def _load_jobs(self, job_ids: list[str]) -> list[JobRow]:
         """Jobs with their inputs, videos and steps, in ``job_ids`` order (missing ones left out):
-        four queries, however many jobs."""
-        if len(job_ids) > _MAX_IDS_PER_QUERY:  # SQLite's bound on parameters per statement
-            head, tail = job_ids[:_MAX_IDS_PER_QUERY], job_ids[_MAX_IDS_PER_QUERY:]
-            return [*await self._load_jobs(head), *await self._load_jobs(tail)]
-        if not job_ids:
-            return []
+        four queries per 500 jobs (SQLite bounds the parameters of one statement)."""
+        jobs: list[JobRow] = []
+        for start in range(0, len(job_ids), _MAX_IDS_PER_QUERY):
+            jobs += await self._load_job_batch(job_ids[start : start + _MAX_IDS_PER_QUERY])
+        return jobs
+
+    async def _load_job_batch(self, job_ids: list[str]) -> list[JobRow]:
         among = f"job_id IN ({','.join('?' * len(job_ids))})"
         async with self._db.execute(f"SELECT * FROM jobs WHERE {among}", job_ids) as cur:
             jobs = {r["job_id"]: _job_row(r) async for r in cur}

@@ -7,8 +7,8 @@ pass page-faults its whole working set in again: about 72,000 minor faults per 2
 the dev machine, a fifth of the pass's time. :func:`retain_freed_memory` makes glibc keep and
 reuse freed memory instead (no mmap for large blocks, no trimming, one arena so that worker
 threads reuse the same heap), which is what jemalloc or tcmalloc do for PyTorch CPU deployments,
-without having to preload either. The cost is that the process keeps its peak heap (about 1.5 GB
-for the scene service) until it exits.
+without having to preload either. The cost is that the process keeps its peak heap until it exits
+(the scene service: 1.6 GB RSS after a 73-second video, against a 1.3 GB peak without).
 """
 
 from __future__ import annotations
