@@ -13,7 +13,8 @@ MUSIC_VIDEO = $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["pureli
 demo: install
 	$(PY) -m orchestrator run ../shared/testdata/video/short_hamilton_clip.mp4 "$(MUSIC_VIDEO)"
 
-test: install
+test:
+	@bash scripts/install.sh --test
 	$(PY) -m pytest
 
 lint: install

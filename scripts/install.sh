@@ -13,10 +13,14 @@ CACHE_ROOT="${VIDEOANALYSIS_CACHE:-$HOME/.cache/videoanalysis}"
 
 log() { printf '[install] %s\n' "$*" >&2; }
 
-# 1. Debian packages: ffmpeg (decode/encode/probe) and libarchive (every archive format).
+# 1. Debian packages: ffmpeg (decode/encode/probe) and libarchive (every archive format); with
+#    --test also Chromium, which the dashboard's browser test drives through Playwright.
 missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q 'libarchive\.so\.13' || missing+=(libarchive13)
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
