@@ -99,7 +99,7 @@ class Step(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., eta_s: _Optional[float] = ...) -> None: ...
 
 class VideoStatus(_message.Message):
-    __slots__ = ("path", "sha256", "state", "error", "steps", "output_dir", "from_cache")
+    __slots__ = ("path", "sha256", "state", "error", "steps", "output_dir", "from_cache", "index", "normalized_path")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,8 @@ class VideoStatus(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     FROM_CACHE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     sha256: str
     state: StepState
@@ -114,7 +116,9 @@ class VideoStatus(_message.Message):
     steps: _containers.RepeatedCompositeFieldContainer[Step]
     output_dir: str
     from_cache: bool
-    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., error: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., output_dir: _Optional[str] = ..., from_cache: bool = ...) -> None: ...
+    index: int
+    normalized_path: str
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., error: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., output_dir: _Optional[str] = ..., from_cache: bool = ..., index: _Optional[int] = ..., normalized_path: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "inputs", "options", "videos", "errors", "label", "output_dir", "created_at", "updated_at", "finished_at", "error")
@@ -176,6 +180,48 @@ class WatchJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class WatchJobsRequest(_message.Message):
+    __slots__ = ("job_ids", "after_sequence", "snapshot", "snapshot_limit")
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    after_sequence: int
+    snapshot: bool
+    snapshot_limit: int
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., snapshot: bool = ..., snapshot_limit: _Optional[int] = ...) -> None: ...
+
+class GetJobLogsRequest(_message.Message):
+    __slots__ = ("job_id", "after_sequence", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after_sequence: int
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetJobLogsResponse(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, lines: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
+
+class Resync(_message.Message):
+    __slots__ = ("reason", "oldest_sequence")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    oldest_sequence: int
+    def __init__(self, reason: _Optional[str] = ..., oldest_sequence: _Optional[int] = ...) -> None: ...
+
+class Synced(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: int
+    def __init__(self, jobs: _Optional[int] = ...) -> None: ...
+
 class StepEvent(_message.Message):
     __slots__ = ("video", "step")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
@@ -195,7 +241,7 @@ class LogLine(_message.Message):
     def __init__(self, severity: _Optional[str] = ..., message: _Optional[str] = ..., video: _Optional[str] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "sequence", "time", "snapshot", "step", "error", "log", "state")
+    __slots__ = ("job_id", "sequence", "time", "snapshot", "step", "error", "log", "state", "resync", "synced")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +250,8 @@ class JobEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -212,4 +260,6 @@ class JobEvent(_message.Message):
     error: _common_pb2.ErrorDetail
     log: LogLine
     state: JobState
-    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., step: _Optional[_Union[StepEvent, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+    resync: Resync
+    synced: Synced
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Job, _Mapping]] = ..., step: _Optional[_Union[StepEvent, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., synced: _Optional[_Union[Synced, _Mapping]] = ...) -> None: ...

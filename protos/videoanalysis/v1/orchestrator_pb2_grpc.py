@@ -40,6 +40,16 @@ class OrchestratorServiceStub(object):
                 request_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
                 )
+        self.WatchJobs = channel.unary_stream(
+                '/videoanalysis.v1.OrchestratorService/WatchJobs',
+                request_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+                )
+        self.GetJobLogs = channel.unary_unary(
+                '/videoanalysis.v1.OrchestratorService/GetJobLogs',
+                request_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsResponse.FromString,
+                )
 
 
 class OrchestratorServiceServicer(object):
@@ -77,6 +87,21 @@ class OrchestratorServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobs(self, request, context):
+        """Streams the events of some jobs or of all jobs, in the order of their global sequence, with
+        no end: resumable after the last sequence a watcher saw (see WatchJobsRequest).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobLogs(self, request, context):
+        """The stored log lines of a job (bounded per job; oldest first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +129,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobRequest.FromString,
                     response_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.FromString,
+                    response_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -198,5 +233,39 @@ class OrchestratorService(object):
         return grpc.experimental.unary_stream(request, target, '/videoanalysis.v1.OrchestratorService/WatchJob',
             protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
             protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/videoanalysis.v1.OrchestratorService/WatchJobs',
+            protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.WatchJobsRequest.SerializeToString,
+            protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/videoanalysis.v1.OrchestratorService/GetJobLogs',
+            protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsRequest.SerializeToString,
+            protos_dot_videoanalysis_dot_v1_dot_orchestrator__pb2.GetJobLogsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
