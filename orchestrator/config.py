@@ -102,6 +102,7 @@ class OrchestratorSettings(ServiceSettings):
     #: Events kept in the job store: at most this many rows, none older than this.
     event_retention_rows: int = Field(default=200_000, ge=1_000)
     event_retention_s: float = Field(default=30 * 86_400, gt=0)
+    event_prune_interval_s: float = Field(default=10.0, gt=0)
     #: Log lines kept per job (the oldest go first).
     log_lines_per_job: int = Field(default=2_000, ge=10)
     #: Live events one watcher may have pending before it is told to resync.

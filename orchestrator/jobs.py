@@ -65,11 +65,15 @@ class Orchestrator:
         self._user_cancelled: set[str] = set()
         self._closing = False
         self._job_slots = asyncio.Semaphore(max(1, settings.parallel_jobs))
+        self._pruner: asyncio.Task[None] | None = None
 
     # Lifecycle.
 
     async def start(self) -> list[str]:
-        """Resumes the jobs an earlier process left unfinished; returns their ids."""
+        """Resumes the jobs an earlier process left unfinished (returns their ids) and starts
+        pruning the event log to its retention."""
+        if self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_events(), name="prune-events")
         resumed = []
         for job_id in await self.store.unfinished_jobs():
             job = await self.store.get_job(job_id)
@@ -94,6 +98,10 @@ class Orchestrator:
     async def close(self) -> None:
         """Stops running jobs without cancelling them (a restart resumes them)."""
         self._closing = True
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -101,6 +109,19 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.recorder.drain()
+
+    async def _prune_events(self) -> None:
+        settings = self.settings
+        while True:
+            try:
+                removed = await self.store.prune_events(
+                    max_rows=settings.event_retention_rows, max_age_s=settings.event_retention_s
+                )
+                if removed:
+                    log.debug("pruned %d events", removed)
+            except Exception:  # the next round tries again
+                log.exception("pruning the event log failed")
+            await asyncio.sleep(settings.event_prune_interval_s)
 
     # Requests.
 
