@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import grpc
 
-from orchestrator import steps
+from orchestrator import results, steps
 from orchestrator.clients import CallFailed
 from orchestrator.outputs import sha256_file
 from orchestrator.recorder import Recorder, VideoRef
-from orchestrator.steps import Report, StepContext, StepResult
+from orchestrator.results import StepResult
+from orchestrator.steps import Report, StepContext
 from protos.videoanalysis.v1 import common_pb2
 from services.common import metrics
 from services.common.errors import ServiceError, UndecodableMedia
@@ -65,21 +66,21 @@ def analysis_dag(analyse_source: bool) -> tuple[StepSpec, ...]:
     Tracking always reads the normalised file (its frame indices must be 25 fps frames)."""
     source_needs = () if analyse_source else ("normalize",)
     return (
-        StepSpec("normalize", steps.normalize, result=steps.NormalizeResult),
-        StepSpec("scene", steps.scene, source_needs, steps.SceneStepResult),
-        StepSpec("audio", steps.audio, source_needs, steps.AudioStepResult),
-        StepSpec("tracking", steps.tracking, ("normalize",), steps.TrackingStepResult),
-        StepSpec("fuse", steps.fuse_results, ("scene", "audio", "tracking"), steps.FuseResult),
+        StepSpec("normalize", steps.normalize, result=results.NormalizeResult),
+        StepSpec("scene", steps.scene, source_needs, results.SceneStepResult),
+        StepSpec("audio", steps.audio, source_needs, results.AudioStepResult),
+        StepSpec("tracking", steps.tracking, ("normalize",), results.TrackingStepResult),
+        StepSpec("fuse", steps.fuse_results, ("scene", "audio", "tracking"), results.FuseResult),
         *_OUTPUT_STEPS,
     )
 
 
 _OUTPUT_STEPS = (
-    StepSpec("reduce", steps.reduce, ("fuse",), steps.ReduceResult),
-    StepSpec("finalize", steps.finalize, ("reduce",), steps.FinalizeResult),
+    StepSpec("reduce", steps.reduce, ("fuse",), results.ReduceResult),
+    StepSpec("finalize", steps.finalize, ("reduce",), results.FinalizeResult),
 )
 #: A cache hit: the archived full files instead of the analyses.
-CACHED_DAG = (StepSpec("fuse", steps.restore_results, (), steps.FuseResult), *_OUTPUT_STEPS)
+CACHED_DAG = (StepSpec("fuse", steps.restore_results, (), results.FuseResult), *_OUTPUT_STEPS)
 ANALYSIS_STEPS = ("normalize", "scene", "audio", "tracking")
 
 
@@ -149,7 +150,7 @@ class Pipeline:
                 await self.recorder.video(ref, from_cache=False)
             dag = analysis_dag(context.settings.analyse_source)
             if all(context.step(n).done for n in ("normalize", "scene", "audio")):
-                context.duration_s = context.result("normalize", steps.NormalizeResult).duration_s
+                context.duration_s = context.result("normalize", results.NormalizeResult).duration_s
                 return dag
             info = await context.clients.ingest.probe(
                 video.path, deadline_s=context.settings.probe_deadline_s

@@ -8,13 +8,12 @@ row, so a restart knows what each finished step wrote; ``from_json`` reads them 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 import grpc
 
@@ -24,13 +23,22 @@ from orchestrator.clients import Clients, track
 from orchestrator.config import OrchestratorSettings
 from orchestrator.fusion import FUSION_VERSION, fuse
 from orchestrator.outputs import copy_atomic, write_atomic
+from orchestrator.results import (
+    AudioStepResult,
+    FinalizeResult,
+    FuseResult,
+    NormalizeResult,
+    R,
+    ReduceResult,
+    SceneStepResult,
+    StepResult,
+    TrackingStepResult,
+)
 from orchestrator.rows import StepRow, VideoRow
 from orchestrator.views import options_dict
 from protos.videoanalysis.v1 import audio_pb2, common_pb2, orchestrator_pb2, scene_pb2, tracking_pb2
 from services.common.errors import InvalidArgument, MediaNotFound
 from services.common.media import MediaRoot
-
-R = TypeVar("R", bound="StepResult")
 
 #: Bumped whenever the output files would change for the same inputs (invalidates the cache).
 OUTPUT_VERSION = 1
@@ -92,112 +100,6 @@ class StepContext:
         return {kind: f"{folder}/{name}" for kind, name in output_names(self.video.stem).items()}
 
 
-@dataclass
-class StepResult:
-    """Base of the step results: JSON in the job store, a dataclass in code."""
-
-    #: Files (relative to the media root) that must still exist for the result to be reused.
-    file_fields: ClassVar[tuple[str, ...]] = ()
-    #: How long the step took (set when it is stored).
-    seconds: float = 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls: type[R], data: dict[str, Any]) -> R:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def files(self) -> list[str]:
-        found: list[str] = []
-        for name in self.file_fields:
-            value = getattr(self, name)
-            found += list(value.values()) if isinstance(value, dict) else [value]
-        return [p for p in found if isinstance(p, str) and p]
-
-
-@dataclass
-class NormalizeResult(StepResult):
-    file_fields: ClassVar[tuple[str, ...]] = ("path",)
-    path: str = ""
-    duration_s: float = 0.0
-    frame_count: int = 0
-    has_audio: bool = False
-    reencoded: bool = False
-    encoder: str = ""
-    source_duration_s: float = 0.0
-
-
-@dataclass
-class SceneStepResult(StepResult):
-    file_fields: ClassVar[tuple[str, ...]] = ("file",)
-    file: str = ""
-    scenes: int = 0
-    frames: int = 0
-    device: str = ""
-    progress_total: int = 0
-    unit: str = "frames"
-
-
-@dataclass
-class AudioStepResult(StepResult):
-    file_fields: ClassVar[tuple[str, ...]] = ("file",)
-    file: str = ""
-    speakers: list[str] = field(default_factory=list)
-    segments: int = 0
-    has_audio: bool = False
-    engine: str = ""
-
-
-@dataclass
-class TrackingStepResult(StepResult):
-    file_fields: ClassVar[tuple[str, ...]] = ("file",)
-    file: str = ""
-    frames: int = 0
-    tracks: int = 0
-    faces: int = 0
-    progress_total: int = 0
-    unit: str = "frames"
-
-
-@dataclass
-class FuseResult(StepResult):
-    """The full output files (staged) and the counts reports show."""
-
-    file_fields: ClassVar[tuple[str, ...]] = ("files",)
-    files: dict[str, str] = field(default_factory=dict)  # type: ignore[assignment]
-    faces: int = 0
-    face_frames: int = 0
-    speaking_face_frames: int = 0
-    legacy_speaking_face_frames: int = 0
-    speakers_on_screen: dict[str, Any] = field(default_factory=dict)
-    shots: int = 0
-    from_cache: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        data = super().as_json()
-        if not self.from_cache:
-            del data["from_cache"]  # as stored before this field existed
-        return data
-
-    def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.as_json().items() if k != "files"}
-
-
-@dataclass
-class ReduceResult(StepResult):
-    file_fields: ClassVar[tuple[str, ...]] = ("files",)
-    files: dict[str, str] = field(default_factory=dict)  # type: ignore[assignment]
-    frames: int = 0
-
-
-@dataclass
-class FinalizeResult(StepResult):
-    outputs: dict[str, str] = field(default_factory=dict)
-    archive: str = ""
-
-
 def options_key(options: orchestrator_pb2.JobOptions) -> str:
     """Fingerprint of everything that changes the results of one video (the cache key)."""
     relevant = {
@@ -214,10 +116,6 @@ def options_key(options: orchestrator_pb2.JobOptions) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def result_files_exist(context: StepContext, result: StepResult) -> bool:
-    return all(context.path(p).exists() for p in result.files())
-
-
 def output_names(stem: str) -> dict[str, str]:
     """A video's output files by kind, relative to its output folder (the staged copies in its
     work folder use the same names)."""
@@ -228,6 +126,10 @@ def output_names(stem: str) -> dict[str, str]:
         "docs_tracking": f"{legacy.DOCS_DIR}/{stem}.json",
         "docs_audio": f"{legacy.DOCS_DIR}/{stem}{legacy.AUDIO_SUFFIX}",
     }
+
+
+def result_files_exist(context: StepContext, result: StepResult) -> bool:
+    return all(context.path(p).exists() for p in result.files())
 
 
 # The analysis steps.

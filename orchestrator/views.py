@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import json_format, timestamp_pb2
 
-from orchestrator import store as st
+from orchestrator import rows as st
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2
 
 JOB_STATE = {

@@ -525,7 +525,8 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
             events = []
 
             async def watch() -> None:
-                async for event in stub.WatchJob(orchestrator_pb2.WatchJobRequest(job_id=job_id)):
+                request = orchestrator_pb2.WatchJobsRequest(job_ids=[job_id], snapshot=True)
+                async for event in stub.WatchJobs(request):
                     events.append(event)
 
             watcher = asyncio.create_task(watch())
@@ -545,9 +546,21 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
                 await watcher
             assert events[0].HasField("snapshot") and any(e.HasField("step") for e in events)
 
+        last_seen = events[-1].sequence
         server = _serve(job_settings, port, log)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+            await channel.channel_ready()
+            resumed = []
+            request = orchestrator_pb2.WatchJobsRequest(job_ids=[job_id], after_sequence=last_seen)
+            async with asyncio.timeout(300):
+                async for event in stub.WatchJobs(request):
+                    resumed.append(event)
+                    if event.HasField("snapshot") and event.snapshot.state not in (
+                        orchestrator_pb2.JOB_STATE_QUEUED,
+                        orchestrator_pb2.JOB_STATE_RUNNING,
+                    ):
+                        break
             final = await _grpc_wait(
                 stub,
                 job_id,
@@ -588,9 +601,17 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
     store = await st.JobStore.open(job_settings.database())
     try:
         job = await store.get_job(job_id)
+        stored = await store.events_after(last_seen, [job_id], limit=100_000)
     finally:
         await store.close()
     assert job is not None
+    # The watcher that came back with its last sequence got every stored event after it, once
+    # and in order (superseded progress may be gone from the store, never an event it missed).
+    received = [e.sequence for e in resumed]
+    assert received == sorted(set(received)) and received[0] > last_seen
+    assert {e.sequence for e in stored} <= set(received)
+    assert not {e.sequence for e in events} & set(received)
+    assert not any(e.HasField("resync") for e in resumed)
     check_legacy_outputs(job_settings.media_root, job.videos[0])
     check_archive(job_settings, job.videos[0])
     assert leftover_temp_files(job_settings.media_root) == []
