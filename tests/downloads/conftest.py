@@ -64,6 +64,24 @@ class FakeRemote:
         self.requests: list[tuple[str, str, float]] = []
         self.server: TestServer | None = None
 
+    make_zip = staticmethod(make_zip)
+
+    def add(self, path: str, kind: str = "file", **fields: Any) -> Route:
+        """Makes ``path`` answer as ``Route(kind, **fields)`` describes."""
+        self.routes[path] = Route(kind, **fields)
+        return self.routes[path]
+
+    @staticmethod
+    def dropbox_row(path: str, filename: str = "", **extra: Any) -> dict[str, Any]:
+        """A new-schema webhook row for ``https://www.dropbox.com<path>?dl=0``."""
+        return {
+            "source_url": f"https://www.dropbox.com{path}?dl=0",
+            "original_filename": filename,
+            "provider": "dropbox",
+            "created_at": "2026-12-01T09:30:00Z",
+            **extra,
+        }
+
     def url(self, path: str) -> str:
         assert self.server is not None
         return str(self.server.make_url(path))
@@ -164,14 +182,3 @@ def settings_for(remote: FakeRemote, tmp_path: Path) -> Callable[..., DownloadsS
         return DownloadsSettings(**values)
 
     return make
-
-
-def dropbox_row(path: str, filename: str = "", **extra: Any) -> dict[str, Any]:
-    """A new-schema webhook row for ``https://www.dropbox.com<path>?dl=0``."""
-    return {
-        "source_url": f"https://www.dropbox.com{path}?dl=0",
-        "original_filename": filename,
-        "provider": "dropbox",
-        "created_at": "2026-12-01T09:30:00Z",
-        **extra,
-    }
