@@ -14,6 +14,8 @@ class DownloadsSettings(ServiceSettings):
 
     port: int = 50056
     metrics_port: int = 9106
+    #: WatchDownloads streams hold an RPC each for as long as a dashboard is open.
+    max_concurrent_rpcs: int = 64
     #: The JSON webhook listing the links (legacy ``WEBHOOK_JSON_URL``); empty disables polling.
     webhook_url: str = ""
     #: Seconds between monitor passes (legacy ``WEBHOOK_MONITOR_INTERVAL``).

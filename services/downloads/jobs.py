@@ -36,4 +36,4 @@ class OrchestratorJobs:
         return str(job.job_id)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)

@@ -142,7 +142,18 @@ class Monitor:
             temp.unlink(missing_ok=True)
         for row in await self._store.reset_interrupted():
             log.warning("download %s was interrupted; starting it again", row.download_id)
+        if self.settings.auto_submit and self._submitter is not None:
+            # Downloaded but not submitted (a crash between the two, or confirm mode before).
+            for row in await self._store.downloads(
+                states=[hs.AWAITING_CONFIRMATION], limit=1_000_000
+            ):
+                self._tasks[row.download_id] = asyncio.create_task(
+                    self._submit_later(row), name=f"submit-{row.download_id}"
+                )
         await self._start_queued()
+
+    async def _submit_later(self, row: DownloadRow) -> None:
+        await self._submit(row)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """A pass every ``poll_interval_s`` (or at once after :meth:`poll_soon`) until ``stop``."""

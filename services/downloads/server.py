@@ -91,8 +91,10 @@ async def running_monitor(
             yield monitor, running
         finally:
             stop.set()
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
             await running.stop(settings.grace_s)
-            await poller
 
 
 async def serve(settings: DownloadsSettings) -> None:

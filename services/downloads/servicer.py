@@ -15,7 +15,7 @@ from services.common.rpc import mapped_errors, progress
 from services.downloads import history as hs
 from services.downloads.monitor import DownloadNotFound, DownloadView, Monitor, WrongState
 
-_STATES = {
+_STATES: dict[str, int] = {
     hs.QUEUED: downloads_pb2.DOWNLOAD_STATE_QUEUED,
     hs.DOWNLOADING: downloads_pb2.DOWNLOAD_STATE_DOWNLOADING,
     hs.AWAITING_CONFIRMATION: downloads_pb2.DOWNLOAD_STATE_AWAITING_CONFIRMATION,
@@ -23,7 +23,7 @@ _STATES = {
     hs.FAILED: downloads_pb2.DOWNLOAD_STATE_FAILED,
     hs.DRY_RUN: downloads_pb2.DOWNLOAD_STATE_DRY_RUN,
 }
-_NAMES = {value: key for key, value in _STATES.items()}
+_NAMES: dict[int, str] = {value: key for key, value in _STATES.items()}
 
 
 def _time(seconds: float) -> Timestamp:
@@ -44,7 +44,7 @@ def download_proto(view: DownloadView) -> downloads_pb2.Download:
         provider=row.provider,
         url_type=row.url_type,
         webhook_timestamp=row.webhook_timestamp,
-        state=_STATES[row.state],
+        state=_STATES[row.state],  # type: ignore[arg-type]
         progress=progress(view.done_bytes, view.total_bytes, "bytes", "download"),
         outcome=row.outcome,
         error=row.error,
@@ -151,8 +151,8 @@ class DownloadsServicer(downloads_pb2_grpc.DownloadsServiceServicer):
             subscription = self._monitor.subscribe()
             try:
                 if request.snapshot:
-                    async for event in self._snapshot(limit):
-                        yield event
+                    async for snapshot in self._snapshot(limit):
+                        yield snapshot
                 while True:
                     event = await subscription.queue.get()
                     if subscription.lagged:

@@ -19,8 +19,9 @@ from protos.videoanalysis.v1 import (
 )
 from services.common.config import ServiceSettings
 from services.common.server import RunningServer, ServiceDefinition, start_server
+from services.downloads import history as hs
 from services.downloads.config import DownloadsSettings
-from services.downloads.server import SERVICE_NAME, running_monitor
+from services.downloads.server import SERVICE_NAME, open_monitor, running_monitor
 
 SettingsFor = Callable[..., DownloadsSettings]
 State = downloads_pb2.DownloadState
@@ -200,3 +201,24 @@ async def test_a_refused_submission_can_be_retried(
         assert (retried.state, retried.job_id) == (State.DOWNLOAD_STATE_SUBMITTED, "job-2")
     # The archive was not downloaded twice.
     assert [p for m, p, _ in remote.requests if m == "GET" and p != "/webhook"] == ["/s/r/f.zip"]
+
+
+async def test_a_download_left_unsubmitted_is_submitted_at_the_next_start(
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+) -> None:
+    """Downloaded, then the process stopped before SubmitJob (or it ran in confirm mode): an
+    auto-submitting monitor submits it when it starts."""
+    fake, fake_server = orchestrator
+    remote.add("/s/later/f.zip", body=remote.make_zip())
+    remote.rows = [remote.dropbox_row("/s/later/f.zip", "f.zip")]
+    async with open_monitor(settings_for(auto_submit=False)) as monitor:
+        await monitor.run_pass()
+        await monitor.idle()
+        (waiting,) = await monitor.list()
+        assert waiting.row.state == hs.AWAITING_CONFIRMATION
+    settings = settings_for(orchestrator_addr=fake_server.address)
+    async with open_monitor(settings) as monitor:
+        await monitor.idle()
+        (view,) = await monitor.list()
+    assert (view.row.state, view.row.job_id) == (hs.SUBMITTED, "job-1")
+    assert [i.path for i in fake.requests[0].inputs] == [waiting.row.path]
