@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from services.common.sqlite import open_database, schema_version
 from services.downloads.urls import normalize_url
 
 # Download states (mirror ``DownloadState`` without the prefix, lower case).
@@ -157,34 +158,17 @@ class HistoryStore:
 
     @classmethod
     async def open(cls, path: Path) -> HistoryStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA busy_timeout=30000")
-        store = cls(db)
-        await store._migrate()
-        return store
+        # The legacy busy timeout (30 s): the legacy tool may still share the file.
+        db = await open_database(
+            path, _MIGRATIONS, what="download database", busy_timeout_ms=30_000
+        )
+        return cls(db)
 
     async def close(self) -> None:
         await self._db.close()
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _migrate(self) -> None:
-        version = await self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"download database schema {version} is newer than this monitor ({SCHEMA_VERSION})"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            await self._db.executescript(
-                f"BEGIN; {_MIGRATIONS[number]} PRAGMA user_version={number + 1}; COMMIT;"
-            )
+        return await schema_version(self._db)
 
     # History (legacy table).
 
