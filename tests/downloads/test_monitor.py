@@ -10,13 +10,17 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from orchestrator.stack import free_port
 from services.common.files import leftover
 from services.downloads import history as hs
 from services.downloads.config import DownloadsSettings
@@ -363,3 +367,66 @@ async def test_a_monitor_killed_mid_download_restarts_it_cleanly(
     assert row.key == normalize_url("https://www.dropbox.com/s/big/Projet%20Camille.zip")
     assert files_in(settings) == ["Projet Camille.zip"]
     assert (folder / "Projet Camille.zip").read_bytes() == body
+
+
+async def test_a_fresh_webhook_answer_is_reused_and_names_never_collide(
+    remote: FakeRemote, settings_for: SettingsFor
+) -> None:
+    first, second = remote.make_zip(), remote.make_zip()
+    remote.add("/s/one/f.zip", body=first)
+    remote.add("/s/two/f.zip", body=second)
+    remote.rows = [remote.dropbox_row("/s/one/f.zip", "f.zip")]
+    settings = settings_for(webhook_cache_ttl_s=60)
+    async with open_monitor(settings) as monitor:
+        await one_pass(monitor)
+        remote.rows.append(remote.dropbox_row("/s/two/f.zip", "f.zip"))
+        assert (await monitor.run_pass()).started == 0  # the cached answer: no request
+        assert [p for _, p, _ in remote.requests].count("/webhook") == 1
+        monitor._webhook._fetched_at -= 61  # type: ignore[union-attr]
+        rows = await one_pass(monitor)
+    assert sorted(r.path for r in rows) == ["downloads/f.zip", "downloads/f_2.zip"]
+    folder = settings.media_root / settings.download_dir
+    assert {(folder / "f.zip").read_bytes(), (folder / "f_2.zip").read_bytes()} == {first, second}
+
+
+@pytest.mark.slow
+async def test_the_process_serves_health_and_metrics_and_drains_on_sigterm(
+    settings_for: SettingsFor, tmp_path: Path
+) -> None:
+    settings = settings_for()
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "DOWNLOADS_DB_PATH": str(settings.db_path), "DOWNLOADS_WEBHOOK_URL": ""}
+    log = (tmp_path / "monitor.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220
+        [
+            sys.executable,
+            "-m",
+            "services.downloads",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--media-root",
+            str(settings.media_root),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="videoanalysis.v1.DownloadsService")
+            reply = await health.Check(request, wait_for_ready=True, timeout=60)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+        assert b"videoanalysis_downloads_active" in text
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
