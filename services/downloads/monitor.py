@@ -112,7 +112,7 @@ class Monitor:
         self._subscribers: set[Subscription] = set()
         self._sequence = 0
         self._last_history: set[str] = set()
-        self._poll_now = asyncio.Event()
+        self._submitting: set[str] = set()
         self.last_pass_at = 0.0
 
     @property
@@ -153,28 +153,18 @@ class Monitor:
         await self._start_queued()
 
     async def _submit_later(self, row: DownloadRow) -> None:
-        await self._submit(row)
+        with contextlib.suppress(WrongState):  # already confirmed by a user
+            await self._submit(row)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """A pass every ``poll_interval_s`` (or at once after :meth:`poll_soon`) until ``stop``."""
+        """A pass every ``poll_interval_s`` until ``stop`` is set."""
         while not stop.is_set():
             try:
                 await self.run_pass()
             except Exception:
                 log.exception("monitor pass failed")
-            self._poll_now.clear()
-            waiters = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(self._poll_now.wait()),
-            ]
-            await asyncio.wait(
-                waiters, timeout=self.settings.poll_interval_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
-
-    def poll_soon(self) -> None:
-        self._poll_now.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
 
     async def idle(self) -> None:
         """Waits until no download is running (tests, shutdown)."""
@@ -353,7 +343,7 @@ class Monitor:
             log.info("downloaded %s: %s (%d bytes)", download_id, row.path, row.size_bytes)
             self._publish(row)
         if self.settings.auto_submit and self._submitter is not None:
-            await self._submit(row)
+            await self._submit_later(row)
 
     async def _fetch(self, row: DownloadRow) -> FetchResult:
         """The main URL, then the fallback URL; ``attempts`` (of the result or the failure)
@@ -391,7 +381,12 @@ class Monitor:
         return on_progress
 
     async def _submit(self, row: DownloadRow) -> DownloadRow:
+        """SubmitJob once per download at a time (a confirmation racing the automatic
+        submission, or a double click, is refused with :class:`WrongState`)."""
         assert self._submitter is not None
+        if row.download_id in self._submitting:
+            raise WrongState(f"download {row.download_id} is being submitted")
+        self._submitting.add(row.download_id)
         name = Path(row.path).name
         try:
             job_id = await self._submitter.submit(row.path, f"download {row.download_id}: {name}")
@@ -407,6 +402,8 @@ class Monitor:
             row = await self._store.update_download(
                 row.download_id, state=hs.SUBMITTED, outcome="completed", error="", job_id=job_id
             )
+        finally:
+            self._submitting.discard(row.download_id)
         self._publish(row)
         return row
 

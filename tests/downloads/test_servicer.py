@@ -21,6 +21,7 @@ from services.common.config import ServiceSettings
 from services.common.server import RunningServer, ServiceDefinition, start_server
 from services.downloads import history as hs
 from services.downloads.config import DownloadsSettings
+from services.downloads.monitor import DownloadView, WrongState
 from services.downloads.server import SERVICE_NAME, open_monitor, running_monitor
 
 SettingsFor = Callable[..., DownloadsSettings]
@@ -31,11 +32,13 @@ class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     def __init__(self) -> None:
         self.requests: list[orchestrator_pb2.SubmitJobRequest] = []
         self.refuse = False
+        self.delay_s = 0.0
 
     async def SubmitJob(
         self, request: orchestrator_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.Job:
         self.requests.append(request)
+        await asyncio.sleep(self.delay_s)
         if self.refuse:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused for the test")
         return orchestrator_pb2.Job(job_id=f"job-{len(self.requests)}")
@@ -222,3 +225,25 @@ async def test_a_download_left_unsubmitted_is_submitted_at_the_next_start(
         (view,) = await monitor.list()
     assert (view.row.state, view.row.job_id) == (hs.SUBMITTED, "job-1")
     assert [i.path for i in fake.requests[0].inputs] == [waiting.row.path]
+
+
+async def test_two_confirmations_at_once_submit_one_job(
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+) -> None:
+    fake, fake_server = orchestrator
+    fake.delay_s = 0.3
+    remote.add("/s/twice/f.zip", body=remote.make_zip())
+    remote.rows = [remote.dropbox_row("/s/twice/f.zip", "f.zip")]
+    settings = settings_for(auto_submit=False, orchestrator_addr=fake_server.address)
+    async with open_monitor(settings) as monitor:
+        await monitor.run_pass()
+        await monitor.idle()
+        (view,) = await monitor.list()
+        first, second = await asyncio.gather(
+            monitor.confirm(view.row.download_id),
+            monitor.confirm(view.row.download_id),
+            return_exceptions=True,
+        )
+    assert isinstance(first, DownloadView) and first.row.state == hs.SUBMITTED
+    assert isinstance(second, WrongState)
+    assert len(fake.requests) == 1
