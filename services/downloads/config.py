@@ -28,6 +28,9 @@ class DownloadsSettings(ServiceSettings):
     webhook_retry_delays_s: tuple[float, ...] = (1.0, 2.0)
     #: History and download states (SQLite, WAL); a legacy ``download_history.sqlite3`` works as is.
     db_path: Path = Path("downloads.sqlite3")
+    #: Group given to the database files (legacy ``DOWNLOAD_HISTORY_SHARED_GROUP``); they are
+    #: always made 0664.
+    history_shared_group: str = ""
     #: Folder for the archives, relative to the media root.
     download_dir: str = "downloads"
     #: Record what would be downloaded (history and a DRY_RUN entry) without downloading.

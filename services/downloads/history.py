@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -31,6 +33,8 @@ SUBMITTED = "submitted"
 FAILED = "failed"
 DRY_RUN = "dry_run"
 STATES = (QUEUED, DOWNLOADING, AWAITING_CONFIRMATION, SUBMITTED, FAILED, DRY_RUN)
+
+log = logging.getLogger(__name__)
 
 LOCAL_FORMAT = "%Y-%m-%d %H:%M:%S"
 _KEPT_POLLS = 200
@@ -157,11 +161,22 @@ class HistoryStore:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path) -> HistoryStore:
+    async def open(cls, path: Path, shared_group: str = "") -> HistoryStore:
+        """Opens (and migrates) ``path``. Like the legacy tool, the database and its ``-wal`` and
+        ``-shm`` files are made ``0664`` and, with ``shared_group``, given to that group, so
+        other tools of the group can share the history; failures only warn."""
         # The legacy busy timeout (30 s): the legacy tool may still share the file.
         db = await open_database(
             path, _MIGRATIONS, what="download database", busy_timeout_ms=30_000
         )
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                if file.exists():
+                    file.chmod(0o664)
+                    if shared_group:
+                        shutil.chown(file, group=shared_group)
+            except (OSError, LookupError) as exc:
+                log.warning("cannot share %s (group %r): %s", file, shared_group, exc)
         return cls(db)
 
     async def close(self) -> None:

@@ -3,7 +3,9 @@ opened as is, and the legacy ``download_history.json`` import (library and CLI).
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +35,27 @@ async def test_the_oldest_timestamp_wins_and_empty_ones_lose(tmp_path: Path) -> 
         await store.close()
     with sqlite3.connect(tmp_path / "h.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (tmp_path / "h.sqlite3").stat().st_mode & 0o777 == 0o664
+
+
+async def test_the_database_files_go_to_the_shared_group(tmp_path: Path) -> None:
+    other = [g for g in grp.getgrall() if g.gr_gid != os.getgid()]
+    if os.geteuid() != 0 or not other:
+        pytest.skip("needs root and a second group to give the files away")
+    path = tmp_path / "shared.sqlite3"
+    store = await HistoryStore.open(path)
+    try:
+        await store.remember(["k"], "")  # the -wal file exists from now on
+    finally:
+        await store.close()
+    store = await HistoryStore.open(path, shared_group=other[0].gr_name)
+    try:
+        for name in ("shared.sqlite3", "shared.sqlite3-wal"):
+            assert (tmp_path / name).stat().st_gid == other[0].gr_gid, name
+    finally:
+        await store.close()
+    store = await HistoryStore.open(path, shared_group="no-such-group-here")  # warns only
+    await store.close()
 
 
 async def test_a_legacy_database_keeps_its_rows_and_deduplicates(tmp_path: Path) -> None:
