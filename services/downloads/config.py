@@ -26,8 +26,9 @@ class DownloadsSettings(ServiceSettings):
     webhook_timeout_s: float = 10.0
     #: Sleeps between the webhook attempts (legacy: 3 attempts, 1 s then 2 s).
     webhook_retry_delays_s: tuple[float, ...] = (1.0, 2.0)
-    #: History and download states (SQLite, WAL); a legacy ``download_history.sqlite3`` works as is.
-    db_path: Path = Path("downloads.sqlite3")
+    #: History and download states (SQLite, WAL); a legacy ``download_history.sqlite3`` works as
+    #: is. Empty: ``<media_root>/.downloads/downloads.sqlite3``.
+    db_path: Path | None = None
     #: Group given to the database files (legacy ``DOWNLOAD_HISTORY_SHARED_GROUP``); they are
     #: always made 0664.
     history_shared_group: str = ""
@@ -63,3 +64,8 @@ class DownloadsSettings(ServiceSettings):
     min_folder_zip_bytes: int = 1_000_000
     chunk_bytes: int = 512 * 1024
     user_agent: str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36"
+
+    def database(self) -> Path:
+        if self.db_path is not None:
+            return self.db_path
+        return self.media_root / ".downloads" / "downloads.sqlite3"

@@ -45,7 +45,7 @@ def build_services(monitor: Monitor) -> Sequence[ServiceDefinition]:
 @contextlib.asynccontextmanager
 async def open_monitor(settings: DownloadsSettings) -> AsyncIterator[Monitor]:
     """A started monitor (crash clean-up done, queued downloads running), closed on exit."""
-    store = await HistoryStore.open(settings.db_path, settings.history_shared_group)
+    store = await HistoryStore.open(settings.database(), settings.history_shared_group)
     jobs = (
         OrchestratorJobs(settings.orchestrator_addr, settings.orchestrator_timeout_s)
         if settings.orchestrator_addr

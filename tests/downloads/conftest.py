@@ -38,8 +38,8 @@ def make_zip(size: int = 200_000, member: str = "Projet Camille/clip.bin") -> by
 class Route:
     """What one path answers. ``kind``: ``file`` (the body, honest headers), ``html`` (an error
     page), ``redirect`` (302 to ``location``), ``truncated`` (half the body, then the connection
-    closes), ``stall`` (part of the body, then silence until ``release`` is set), ``status`` (an
-    error status with ``headers``)."""
+    closes), ``stall`` (part of the body, then silence until ``release`` is set), ``trickle``
+    (64 KiB every 0.1 s), ``status`` (an error status with ``headers``)."""
 
     kind: str = "file"
     body: bytes = b""
@@ -142,6 +142,8 @@ class FakeRemote:
             return response
         for start in range(0, len(route.body), 64 * 1024):
             await response.write(route.body[start : start + 64 * 1024])
+            if route.kind == "trickle":
+                await asyncio.sleep(0.1)
         await response.write_eof()
         return response
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.downloads import history as hs
+from services.downloads.config import DownloadsSettings
 from services.downloads.history import DownloadRow, HistoryStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +176,10 @@ def test_the_import_history_command(tmp_path: Path) -> None:
         text=True,
     )
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_the_database_defaults_to_the_media_root(tmp_path: Path) -> None:
+    assert DownloadsSettings(media_root=tmp_path).database() == (
+        tmp_path / ".downloads" / "downloads.sqlite3"
+    )
+    assert DownloadsSettings(db_path=tmp_path / "x.db").database() == tmp_path / "x.db"

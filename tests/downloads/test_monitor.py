@@ -430,3 +430,27 @@ async def test_the_process_serves_health_and_metrics_and_drains_on_sigterm(
             process.kill()
             process.wait()
         log.close()
+
+
+async def test_a_slow_but_steady_server_completes_with_live_progress(
+    remote: FakeRemote, settings_for: SettingsFor
+) -> None:
+    body = remote.make_zip(1_000_000)  # 16 pieces, 0.1 s apart: slower than the 0.25 s throttle
+    remote.add("/s/slow/f.zip", "trickle", body=body)
+    remote.rows = [remote.dropbox_row("/s/slow/f.zip", "f.zip")]
+    async with open_monitor(settings_for(read_timeout_s=1)) as monitor:
+        subscription = monitor.subscribe()
+        (row,) = await one_pass(monitor)
+        events = []
+        while not subscription.queue.empty():
+            events.append(subscription.queue.get_nowait())
+    assert (row.state, row.size_bytes) == (hs.AWAITING_CONFIRMATION, len(body))
+    progress = [
+        (e.view.done_bytes, e.view.total_bytes)
+        for e in events
+        if e.view.row.state == hs.DOWNLOADING
+    ]
+    assert progress[0] == (0, 0) and progress[-1] == (len(body), len(body))
+    middle = [done for done, total in progress if 0 < done < total]
+    assert len(middle) >= 2 and middle == sorted(middle)
+    assert [e.sequence for e in events] == sorted(e.sequence for e in events)
