@@ -23,6 +23,7 @@ from services.downloads import history as hs
 from services.downloads.config import DownloadsSettings
 from services.downloads.monitor import DownloadView, WrongState
 from services.downloads.server import SERVICE_NAME, open_monitor, running_monitor
+from services.downloads.servicer import DownloadsServicer
 
 SettingsFor = Callable[..., DownloadsSettings]
 State = downloads_pb2.DownloadState
@@ -247,3 +248,28 @@ async def test_two_confirmations_at_once_submit_one_job(
     assert isinstance(first, DownloadView) and first.row.state == hs.SUBMITTED
     assert isinstance(second, WrongState)
     assert len(fake.requests) == 1
+
+
+async def test_a_watcher_that_falls_behind_gets_a_resync_and_fresh_snapshots(
+    remote: Any, settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.downloads.monitor._SUBSCRIBER_BACKLOG", 2)
+    remote.add("/s/lag/f.zip", body=remote.make_zip())
+    remote.rows = [remote.dropbox_row("/s/lag/f.zip", "f.zip")]
+    async with open_monitor(settings_for(dry_run=False)) as monitor:
+        servicer = DownloadsServicer(monitor)
+        stream = servicer.WatchDownloads(
+            downloads_pb2.WatchDownloadsRequest(snapshot=True),
+            None,  # type: ignore[arg-type]
+        )
+        first = await anext(stream)
+        assert first.HasField("synced") and first.synced == 0
+        await monitor.run_pass()  # queued, downloading, progress, done: more than 2 events
+        await monitor.idle()
+        resync = await anext(stream)
+        assert resync.HasField("resync")
+        again = await anext(stream)
+        assert again.download.state == State.DOWNLOAD_STATE_AWAITING_CONFIRMATION
+        synced = await anext(stream)
+        assert synced.HasField("synced") and synced.synced == 1
+        await stream.aclose()
