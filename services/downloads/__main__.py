@@ -1,4 +1,4 @@
-"""``python -m services.downloads --port 50056 --metrics-port 9106`` (the monitor), or
+"""``python -m services.downloads --port 50055 --metrics-port 9105`` (the monitor), or
 ``python -m services.downloads import-history FILE --db PATH [--dry-run]`` (legacy history
 import; it loads neither gRPC nor the server)."""
 

@@ -12,8 +12,8 @@ from services.common.config import ServiceSettings
 class DownloadsSettings(ServiceSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_prefix="DOWNLOADS_")
 
-    port: int = 50056
-    metrics_port: int = 9106
+    port: int = 50055
+    metrics_port: int = 9105
     #: WatchDownloads streams hold an RPC each for as long as a dashboard is open.
     max_concurrent_rpcs: int = 64
     #: The JSON webhook listing the links (legacy ``WEBHOOK_JSON_URL``); empty disables polling.
