@@ -288,7 +288,20 @@ class Monitor:
             )
         )
 
+    def _prune(self) -> None:
+        """Forgets finished tasks, logging any that died of an unexpected error."""
+        for download_id, task in list(self._tasks.items()):
+            if task.done():
+                del self._tasks[download_id]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "download %s stopped on an unexpected error",
+                        download_id,
+                        exc_info=task.exception(),
+                    )
+
     async def _start_queued(self) -> None:
+        self._prune()
         for row in await self._store.downloads(states=[hs.QUEUED], limit=1_000_000):
             task = self._tasks.get(row.download_id)
             if task is None or task.done():
