@@ -49,6 +49,7 @@ from orchestrator.rows import (
 )
 from orchestrator.transaction import Transaction
 from protos.videoanalysis.v1 import orchestrator_pb2
+from services.common.sqlite import open_database, schema_version
 
 #: The store's vocabulary (states and rows) is re-exported: ``store.RUNNING``, ``store.JobRow``.
 __all__ = [
@@ -174,16 +175,8 @@ class JobStore:
     @classmethod
     async def open(cls, path: Path, *, log_lines_per_job: int = 2_000) -> JobStore:
         """Opens (creating when needed) the database at ``path`` and migrates it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db, log_lines_per_job=log_lines_per_job)
-        await store._migrate()
-        return store
+        db = await open_database(path, _MIGRATIONS, what="job database")
+        return cls(db, log_lines_per_job=log_lines_per_job)
 
     async def close(self) -> None:
         await self._db.close()
@@ -193,20 +186,7 @@ class JobStore:
         self._listeners.append(listener)
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _migrate(self) -> None:
-        version = await self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"job database schema {version} is newer than this orchestrator ({SCHEMA_VERSION})"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            await self._db.executescript(
-                f"BEGIN; {_MIGRATIONS[number]} PRAGMA user_version={number + 1}; COMMIT;"
-            )
+        return await schema_version(self._db)
 
     # Writing.
 
