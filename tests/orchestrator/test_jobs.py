@@ -26,11 +26,14 @@ from prometheus_client import REGISTRY
 from orchestrator import legacy
 from orchestrator import store as st
 from orchestrator.config import OrchestratorSettings
-from orchestrator.outputs import leftover_temp_files
 from orchestrator.jobs import Orchestrator
+from orchestrator.outputs import leftover_temp_files
 from orchestrator.server import open_orchestrator
 from orchestrator.stack import free_port
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+
+#: Every test runs jobs on the real services.
+pytestmark = pytest.mark.slow
 
 HAMILTON = (
     Path(__file__).resolve().parents[3]

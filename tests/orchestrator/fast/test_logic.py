@@ -5,6 +5,7 @@ gRPC. Milliseconds per test; the real services are exercised in ../test_jobs.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -22,6 +23,12 @@ async def finished(orch: Orchestrator, job_id: str) -> st.JobRow:
     job = await orch.get_job_row(job_id)
     assert job is not None
     return job
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110 (the fakes count in plain attributes)
+            await asyncio.sleep(0.01)
 
 
 async def take(
@@ -63,7 +70,9 @@ async def test_the_dag_runs_every_step_once_in_dependency_order(orch, clip, fake
         "Diarize": 1,
         "Track": 1,
     }
-    assert steps["fuse"].result["shots"] == 2 and steps["fuse"].result["faces"] >= 2  # split at the cut
+    assert (
+        steps["fuse"].result["shots"] == 2 and steps["fuse"].result["faces"] >= 2
+    )  # split at the cut
     # The same content again: a cache hit, no analysis call.
     again = await finished(orch, await orch.submit([clip("a.mp4")]))
     assert again.videos[0].from_cache and again.state == st.COMPLETED
@@ -97,15 +106,11 @@ async def test_cancel_stops_the_held_calls_and_records_every_step(orch, clip, fa
     held = {"DetectScenes", "Diarize", "NormalizeVideo"}
     fakes.behaviour.hold = held
     job_id = await orch.submit([clip("c.mp4")])
-    async with asyncio.timeout(10):
-        while any(fakes.behaviour.calls[rpc] == 0 for rpc in held):
-            await asyncio.sleep(0.01)
+    await until(lambda: all(fakes.behaviour.calls[rpc] for rpc in held))
     await asyncio.sleep(0.1)  # each held call has streamed its first progress message
     job = await orch.cancel(job_id)
     assert job is not None and job.state == orchestrator_pb2.JOB_STATE_CANCELLED
-    async with asyncio.timeout(5):
-        while sum(fakes.behaviour.cancelled.values()) < 3:
-            await asyncio.sleep(0.01)
+    await until(lambda: sum(fakes.behaviour.cancelled.values()) == 3)
     row = await orch.get_job_row(job_id)
     assert row is not None and row.state == st.CANCELLED
     assert {
@@ -230,40 +235,42 @@ async def test_log_lines_are_bounded_per_job(fast_settings, clip, fakes) -> None
 
 
 async def test_watch_jobs_over_grpc_with_resume_and_bad_requests(fast_settings, clip) -> None:
-    async with running_orchestrator(fast_settings) as (_orch, server):
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-            job = await stub.SubmitJob(
-                orchestrator_pb2.SubmitJobRequest(inputs=[common_pb2.MediaRef(path=clip("g.mp4"))])
-            )
-            call = stub.WatchJobs(
-                orchestrator_pb2.WatchJobsRequest(job_ids=[job.job_id], snapshot=True)
-            )
-            seen = []
-            async for event in call:
-                seen.append(event)
-                if final_snapshot(event):
-                    break
-            call.cancel()
-            old = await take(
-                stub.WatchJob(orchestrator_pb2.WatchJobRequest(job_id=job.job_id)), final_snapshot
-            )
-            assert len(old) == 1 and final_snapshot(old[0])  # a finished job: its snapshot only
-            logs = await stub.GetJobLogs(orchestrator_pb2.GetJobLogsRequest(job_id=job.job_id))
-            assert all(line.HasField("log") for line in logs.lines)
-            for bad in (
-                orchestrator_pb2.WatchJobsRequest(after_sequence=-1),
-                orchestrator_pb2.WatchJobsRequest(job_ids=[""]),
-            ):
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    async for _ in stub.WatchJobs(bad):
-                        pass
-                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await stub.GetJobLogs(orchestrator_pb2.GetJobLogsRequest(job_id="nope"))
-            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    async with (
+        running_orchestrator(fast_settings) as (_orch, server),
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        job = await stub.SubmitJob(
+            orchestrator_pb2.SubmitJobRequest(inputs=[common_pb2.MediaRef(path=clip("g.mp4"))])
+        )
+        call = stub.WatchJobs(
+            orchestrator_pb2.WatchJobsRequest(job_ids=[job.job_id], snapshot=True)
+        )
+        seen = []
+        async for event in call:
+            seen.append(event)
+            if final_snapshot(event):
+                break
+        call.cancel()
+        old = await take(
+            stub.WatchJob(orchestrator_pb2.WatchJobRequest(job_id=job.job_id)), final_snapshot
+        )
+        assert len(old) == 1 and final_snapshot(old[0])  # a finished job: its snapshot only
+        logs = await stub.GetJobLogs(orchestrator_pb2.GetJobLogsRequest(job_id=job.job_id))
+        assert all(line.HasField("log") for line in logs.lines)
+        for bad in (
+            orchestrator_pb2.WatchJobsRequest(after_sequence=-1),
+            orchestrator_pb2.WatchJobsRequest(job_ids=[""]),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in stub.WatchJobs(bad):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.GetJobLogs(orchestrator_pb2.GetJobLogsRequest(job_id="nope"))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     steps = [e for e in seen if e.HasField("step")]
-    assert steps and all(a.sequence < b.sequence for a, b in zip(seen[2:], seen[3:], strict=False))
+    assert steps and all(a.sequence < b.sequence for a, b in itertools.pairwise(seen[2:]))
 
 
 async def test_settings_read_service_addresses_from_the_registry(monkeypatch) -> None:
