@@ -378,4 +378,4 @@ class Clients:
 
     async def close(self) -> None:
         for client in self._clients.values():
-            await client.channel.close()
+            await client.channel.close(None)

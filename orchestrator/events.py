@@ -124,17 +124,17 @@ class EventWatch:
                     last = max(last, event.sequence)
                     yield event
             while True:
-                event = await live.next()
-                if event is None:
+                latest = await live.next()
+                if latest is None:
                     reason = "the watcher fell behind the live events"
                     async for resynced in self._snapshot_events(job_ids, snapshot_limit, reason):
                         last = max(last, resynced.sequence)
                         yield resynced
                     continue
-                if event.sequence <= last:
+                if latest.sequence <= last:
                     continue
-                last = event.sequence
-                yield event
+                last = latest.sequence
+                yield latest
 
     async def _replay(
         self, after: int, job_ids: Sequence[str]

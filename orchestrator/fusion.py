@@ -243,11 +243,11 @@ def fuse(
         candidates = 0
         best = 0.0
         for face_id in sorted(faces_in_shot.get(shot, ())):
-            values = [activity[face_id][f] for f in talk if f in activity[face_id]]
-            if len(values) < min_candidate_frames or len(values) < min_coverage * len(talk):
+            samples = [activity[face_id][f] for f in talk if f in activity[face_id]]
+            if len(samples) < min_candidate_frames or len(samples) < min_coverage * len(talk):
                 continue
             candidates += 1
-            mean_activity = statistics.fmean(values)
+            mean_activity = statistics.fmean(samples)
             baseline = max(silent_means.get(face_id, global_baseline), 1e-6)
             evidence = mean_activity / baseline
             best = max(best, evidence)
@@ -266,12 +266,13 @@ def fuse(
     attributions = []
     speaker_faces: dict[str, list[str]] = defaultdict(list)
     for (shot, speaker), (talk_count, candidates, best) in sorted(unit_info.items()):
-        face_id, confidence, evidence = assigned.get((shot, speaker), (None, 0.0, best))
+        given: tuple[str | None, float, float] = assigned.get((shot, speaker), (None, 0.0, best))
+        attributed, confidence, evidence = given
         attributions.append(
             Attribution(
                 shot,
                 speaker,
-                face_id,
+                attributed,
                 round(confidence, 3),
                 round(evidence, 3),
                 talk_count,
@@ -279,11 +280,11 @@ def fuse(
             )
         )
         if (
-            face_id is not None
+            attributed is not None
             and speaker != VISUAL_ONLY_SPEAKER
-            and face_id not in speaker_faces[speaker]
+            and attributed not in speaker_faces[speaker]
         ):
-            speaker_faces[speaker].append(face_id)
+            speaker_faces[speaker].append(attributed)
     by_face = {
         (shot, face_id): (speaker, confidence)
         for (shot, speaker), (face_id, confidence, _e) in assigned.items()

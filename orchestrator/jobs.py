@@ -142,7 +142,7 @@ class Orchestrator:
             raise InvalidArgument("a job needs at least one input")
         for path in paths:
             self.media.resolve(path)
-        check_job_options(options)
+        check_job_options(options, label=label)
         output_dir = options.output_dir or self.settings.output_dir
         self.media.resolve(output_dir, must_exist=False)
         job_id = uuid.uuid4().hex[:16]

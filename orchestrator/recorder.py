@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ class Recorder:
 
     # Reading (stored rows with live progress laid over them).
 
-    async def snapshots(self, job_ids: list[str] | tuple[str, ...]) -> list[orchestrator_pb2.Job]:
+    async def snapshots(self, job_ids: Sequence[str]) -> list[orchestrator_pb2.Job]:
         jobs = [
             job_proto(job, self.live.get(job.job_id))
             for job in await self.store.load_jobs(list(job_ids))

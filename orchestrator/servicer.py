@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
-
 from orchestrator.jobs import Orchestrator
 from orchestrator.views import JOB_STATE_NAME
 from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from services.common.errors import InvalidArgument, MediaNotFound
-from services.common.rpc import mapped_errors
+from services.common.rpc import Context, mapped_errors
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -19,7 +17,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self._orchestrator = orchestrator
 
     async def SubmitJob(
-        self, request: orchestrator_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.SubmitJobRequest, context: Context
     ) -> orchestrator_pb2.Job:
         async with mapped_errors(context):
             job_id = await self._orchestrator.submit(
@@ -28,13 +26,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return await self._job(job_id)
 
     async def GetJob(
-        self, request: orchestrator_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.GetJobRequest, context: Context
     ) -> orchestrator_pb2.Job:
         async with mapped_errors(context):
             return await self._job(request.job_id)
 
     async def ListJobs(
-        self, request: orchestrator_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.ListJobsRequest, context: Context
     ) -> orchestrator_pb2.ListJobsResponse:
         async with mapped_errors(context):
             if request.limit < 0:
@@ -48,7 +46,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return orchestrator_pb2.ListJobsResponse(jobs=jobs)
 
     async def CancelJob(
-        self, request: orchestrator_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.CancelJobRequest, context: Context
     ) -> orchestrator_pb2.Job:
         async with mapped_errors(context):
             _check_id(request.job_id)
@@ -58,7 +56,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return job
 
     async def WatchJob(
-        self, request: orchestrator_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
         async with mapped_errors(context):
             _check_id(request.job_id)
@@ -66,7 +64,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield event
 
     async def WatchJobs(
-        self, request: orchestrator_pb2.WatchJobsRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.WatchJobsRequest, context: Context
     ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
         async with mapped_errors(context):
             if request.after_sequence < 0 or request.snapshot_limit < 0:
@@ -82,7 +80,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 yield event
 
     async def GetJobLogs(
-        self, request: orchestrator_pb2.GetJobLogsRequest, context: grpc.aio.ServicerContext
+        self, request: orchestrator_pb2.GetJobLogsRequest, context: Context
     ) -> orchestrator_pb2.GetJobLogsResponse:
         async with mapped_errors(context):
             _check_id(request.job_id)

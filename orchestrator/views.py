@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import overload
 
 from google.protobuf import json_format, timestamp_pb2
 
@@ -59,6 +60,10 @@ class LiveProgress:
         return max(0.0, (total - done) / rate)
 
 
+@overload
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp: ...
+@overload
+def timestamp(seconds: None) -> None: ...
 def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds is None:
         return None

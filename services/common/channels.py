@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -52,9 +52,15 @@ def _is_ip(host: str, version: int) -> bool:
         return False
 
 
-class _RequestIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
+if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+else:
+    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
+    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+
+
+class _RequestIdClientInterceptor(_UnaryUnary, _UnaryStream):
     """Adds the current request id to every outgoing call, so logs can follow a job across hops."""
 
     @staticmethod
@@ -91,5 +97,6 @@ def open_channel(
             ("grpc.keepalive_time_ms", 30_000),
             *extra_options,
         ],
-        interceptors=[_RequestIdClientInterceptor()],
+        # The stubs cannot express the aio client interceptor types (they ask for a cast).
+        interceptors=[cast(Any, _RequestIdClientInterceptor())],
     )

@@ -53,6 +53,11 @@ class Cancelled(ServiceError):
 
 GENERIC_INTERNAL_MESSAGE = "internal error (see the server log for details)"
 
+#: Longest message sent to a client. It travels percent-encoded in a trailer (up to 12 bytes a
+#: character), and a client refuses trailers over 16 KiB with RESOURCE_EXHAUSTED instead of
+#: showing the message: one that quotes a huge request field is cut.
+MAX_MESSAGE_CHARS = 500
+
 
 def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception.
@@ -61,5 +66,8 @@ def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     (the traceback goes to the log, not to the client).
     """
     if isinstance(exc, ServiceError):
-        return exc.code, str(exc) or exc.__class__.__name__
+        message = str(exc) or exc.__class__.__name__
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[: MAX_MESSAGE_CHARS - 40]}... ({len(message)} characters)"
+        return exc.code, message
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE

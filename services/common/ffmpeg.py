@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from services.common.blocking import CancelToken
 from services.common.errors import Cancelled, Unavailable, UndecodableMedia
@@ -83,7 +85,7 @@ def _float(text: object) -> float:
         return 0.0
 
 
-def _rotation(stream: dict) -> int:
+def _rotation(stream: dict[str, Any]) -> int:
     rotate = stream.get("tags", {}).get("rotate")
     if rotate is not None:
         return int(_float(rotate)) % 360
@@ -93,7 +95,7 @@ def _rotation(stream: dict) -> int:
     return 0
 
 
-def ffprobe_json(path: Path, args: list[str], timeout_s: float) -> dict:
+def ffprobe_json(path: Path, args: list[str], timeout_s: float) -> dict[str, Any]:
     """ffprobe's JSON for ``path`` with ``args`` (what to show).
 
     Raises:
@@ -107,7 +109,8 @@ def ffprobe_json(path: Path, args: list[str], timeout_s: float) -> dict:
         # ffprobe prefixes the reason with the server-side path, which clients need not see.
         reason = lines[-1].replace(f"{path}: ", "") if lines else "ffprobe failed"
         raise UndecodableMedia(f"not a readable media file: {path.name} ({reason})")
-    return json.loads(done.stdout or b"{}")
+    data: dict[str, Any] = json.loads(done.stdout or b"{}")
+    return data
 
 
 def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
@@ -118,7 +121,7 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
         raise UndecodableMedia(f"ffprobe timed out on {path.name}") from exc
     streams = data.get("streams", [])
     fmt = data.get("format", {})
-    video = next(
+    video: dict[str, Any] = next(
         (
             s
             for s in streams
@@ -126,7 +129,7 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
         ),
         {},
     )
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), {})
+    audio: dict[str, Any] = next((s for s in streams if s.get("codec_type") == "audio"), {})
     duration = _float(video.get("duration")) or _float(fmt.get("duration"))
     avg_fps = _rate(video.get("avg_frame_rate"))
     real_fps = _rate(video.get("r_frame_rate"))
@@ -225,7 +228,7 @@ def iter_frames(
     filter_threads: int = 0,
     pix_fmt: str = "rgb24",
     scale_flags: str = "area",
-) -> Iterator[np.ndarray]:
+) -> Iterator[npt.NDArray[np.uint8]]:
     """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
 
     ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per core).
@@ -254,7 +257,7 @@ def iter_frames(
 
 def read_audio(
     path: Path, sample_rate: int = 16000, token: CancelToken | None = None
-) -> np.ndarray:
+) -> npt.NDArray[np.float32]:
     """Decodes the first audio stream to mono float32 at ``sample_rate``, in memory."""
     ffmpeg = require_binary("ffmpeg")
     cmd = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -15,9 +16,14 @@ from services.common.ffmpeg import MediaInfo
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
+    Context = grpc.aio.ServicerContext[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+
 
 @contextlib.asynccontextmanager
-async def mapped_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def mapped_errors(context: Context) -> AsyncIterator[None]:
     """Turns domain errors into ``await context.abort(code, message)``."""
     try:
         yield
@@ -27,10 +33,14 @@ async def mapped_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None
         await context.abort(code, message)
 
 
-def cancel_token(context: grpc.aio.ServicerContext) -> CancelToken:
+def cancel_token(context: Context) -> CancelToken:
     """A token that is cancelled when the RPC ends (cancel, deadline or done)."""
     token = CancelToken()
-    context.add_done_callback(lambda _call: token.cancel())
+
+    def on_done(_context: Context) -> None:
+        token.cancel()
+
+    context.add_done_callback(cast(Any, on_done))  # the stubs want a DoneCallback instance
     return token
 
 

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,11 @@ from services.common.interceptors import default_interceptors
 from services.common.logs import configure_logging
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    HealthServicer = Any  # grpc_health's stubs do not describe its asyncio servicer
+else:
+    HealthServicer = health.aio.HealthServicer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -51,7 +57,7 @@ class ServiceDefinition:
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: HealthServicer
     port: int
     metrics_port: int
     services: Sequence[ServiceDefinition] = field(default_factory=list)
@@ -97,7 +103,7 @@ async def start_server(
     )
     for service in services:
         service.register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server

@@ -93,7 +93,7 @@ class ExtractionLimits:
 
     def __post_init__(self) -> None:
         for name in ("max_total_bytes", "max_members", "max_member_ratio", "max_member_bytes"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # NaN too
                 raise InvalidArgument(f"limit {name} must be positive, got {getattr(self, name)}")
 
 
