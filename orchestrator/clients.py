@@ -32,6 +32,7 @@ from protos.videoanalysis.v1 import (
 )
 from services.common import metrics
 from services.common.channels import open_channel
+from services.common.security import SecurityConfig
 
 log = logging.getLogger(__name__)
 
@@ -380,9 +381,13 @@ _FAST_RECONNECT = (
 )
 
 
-def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Channel:
+def open_service_channel(
+    addresses: str, max_message_bytes: int, security: SecurityConfig | None = None
+) -> grpc.aio.Channel:
     """``services.common.channels.open_channel`` plus a short reconnect backoff."""
-    return open_channel(addresses, max_message_bytes, extra_options=_FAST_RECONNECT)
+    return open_channel(
+        addresses, max_message_bytes, extra_options=_FAST_RECONNECT, security=security
+    )
 
 
 @dataclass
@@ -405,8 +410,12 @@ class Clients:
         def kwargs(service: str) -> dict[str, Any]:
             return {"concurrency": settings.concurrency_of(service), "policy": policy}
 
+        security = SecurityConfig.of(settings)
+
         def channel(service: str) -> grpc.aio.Channel:
-            return open_service_channel(settings.address_of(service), settings.max_message_bytes)
+            return open_service_channel(
+                settings.address_of(service), settings.max_message_bytes, security
+            )
 
         return cls(
             ingest=IngestClient(channel("ingest"), **kwargs("ingest")),

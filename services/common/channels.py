@@ -11,6 +11,7 @@ import grpc
 
 from services.common.errors import InvalidArgument
 from services.common.logs import REQUEST_ID_METADATA_KEY, request_id_var
+from services.common.security import SecurityConfig
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -80,16 +81,25 @@ def open_channel(
     addresses: str | Sequence[str],
     max_message_bytes: int = 64 * 1024 * 1024,
     extra_options: Sequence[tuple[str, Any]] = (),
+    security: SecurityConfig | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel with ``round_robin`` over ``addresses`` and request-id propagation."""
-    return grpc.aio.insecure_channel(
-        channel_target(addresses),
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            *extra_options,
-        ],
-        interceptors=[_RequestIdClientInterceptor()],
+    """A channel with ``round_robin`` over ``addresses`` and request-id propagation; TLS/mTLS
+    and a bearer token when ``security`` configures them (else plaintext)."""
+    security = security or SecurityConfig()
+    options = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        *security.channel_options(),
+        *extra_options,
+    ]
+    interceptors: list[Any] = [_RequestIdClientInterceptor(), *security.client_interceptors()]
+    credentials = security.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            channel_target(addresses), options=options, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        channel_target(addresses), credentials, options=options, interceptors=interceptors
     )
