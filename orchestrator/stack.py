@@ -26,16 +26,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.videoanalysis.v1 import audio_pb2, ingest_pb2, scene_pb2, tracking_pb2
+from services.common import registry
 
 log = logging.getLogger(__name__)
 
-HEALTH_NAMES = {
-    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-    "scene": scene_pb2.DESCRIPTOR.services_by_name["SceneService"].full_name,
-    "audio": audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name,
-    "tracking": tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
-}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
 
@@ -90,7 +84,8 @@ class LocalStack:
         metrics_port: int = -1,
         env: dict[str, str] | None = None,
     ) -> LocalService:
-        """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait.
+        """Starts the registry's service ``name`` on ``port`` (a free one by default), without
+        waiting for it.
         ``metrics_port`` -1 (the default) turns its Prometheus endpoint off; ``env`` adds
         settings to the inherited environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +102,7 @@ class LocalStack:
                 [
                     self.python,
                     "-m",
-                    f"services.{name}",
+                    registry.service(name).package,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -151,7 +146,8 @@ class LocalStack:
                     )
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await stub.Check(
-                        health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=2
+                        health_pb2.HealthCheckRequest(service=registry.service(name).health_name),
+                        timeout=2,
                     )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return

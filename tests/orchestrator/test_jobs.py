@@ -27,7 +27,7 @@ from orchestrator import legacy
 from orchestrator import store as st
 from orchestrator.config import OrchestratorSettings
 from orchestrator.outputs import leftover_temp_files
-from orchestrator.runner import Orchestrator
+from orchestrator.jobs import Orchestrator
 from orchestrator.server import open_orchestrator
 from orchestrator.stack import free_port
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
@@ -495,10 +495,7 @@ def _serve(settings: OrchestratorSettings, port: int, log: Path) -> subprocess.P
         "ORCH_WORK_DIR": settings.work_dir,
         "ORCH_EXTRACT_DIR": settings.extract_dir,
         "ORCH_METRICS_PORT": "-1",
-        "ORCH_INGEST_ADDR": settings.ingest_addr,
-        "ORCH_SCENE_ADDR": settings.scene_addr,
-        "ORCH_AUDIO_ADDR": settings.audio_addr,
-        "ORCH_TRACKING_ADDR": settings.tracking_addr,
+        **{f"ORCH_{name.upper()}_ADDR": link.addr for name, link in settings.services.items()},
     }
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -648,10 +645,7 @@ def _cli(settings: OrchestratorSettings, *args: str) -> subprocess.CompletedProc
         "ORCH_ARCHIVES_DIR": settings.archives_dir,
         "ORCH_WORK_DIR": settings.work_dir,
         "ORCH_DB_PATH": str(settings.db_path),
-        "ORCH_INGEST_ADDR": settings.ingest_addr,
-        "ORCH_SCENE_ADDR": settings.scene_addr,
-        "ORCH_AUDIO_ADDR": settings.audio_addr,
-        "ORCH_TRACKING_ADDR": settings.tracking_addr,
+        **{f"ORCH_{name.upper()}_ADDR": link.addr for name, link in settings.services.items()},
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -702,11 +696,8 @@ async def test_round_robin_uses_the_live_replica_when_another_is_down(
     job_settings: OrchestratorSettings, put: Callable[..., str]
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    settings = job_settings.model_copy(
-        update={
-            name: f"{dead},{getattr(job_settings, name)}"
-            for name in ("scene_addr", "audio_addr", "tracking_addr")
-        }
+    settings = job_settings.with_addresses(
+        {name: f"{dead},{job_settings.address_of(name)}" for name in ("scene", "audio", "tracking")}
     )
     async with open_orchestrator(settings) as running:
         clip = put(HAMILTON, "replicas.mp4", start_s=4, duration_s=2)
