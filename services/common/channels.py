@@ -53,28 +53,42 @@ def _is_ip(host: str, version: int) -> bool:
         return False
 
 
-class _RequestIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
+class _MetadataClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
 ):
-    """Adds the current request id to every outgoing call, so logs can follow a job across hops."""
+    """Adds the current request id (so logs can follow a job across hops) and ``fixed`` items
+    (the bearer token) to every outgoing call."""
 
-    @staticmethod
-    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def __init__(self, fixed: Sequence[tuple[str, str]] = ()) -> None:
+        self._fixed = list(fixed)
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         request_id = request_id_var.get()
-        if not request_id:
+        if not request_id and not self._fixed:
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if REQUEST_ID_METADATA_KEY not in metadata:
+        if request_id and REQUEST_ID_METADATA_KEY not in metadata:
             metadata.add(REQUEST_ID_METADATA_KEY, request_id)
+        for key, value in self._fixed:
+            metadata[key] = value
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
+        return await continuation(self._details(details), request)
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
 
 
 def open_channel(
@@ -94,7 +108,7 @@ def open_channel(
         *security.channel_options(),
         *extra_options,
     ]
-    interceptors: list[Any] = [_RequestIdClientInterceptor(), *security.client_interceptors()]
+    interceptors: list[Any] = [_MetadataClientInterceptor(security.call_metadata())]
     credentials = security.channel_credentials()
     if credentials is None:
         return grpc.aio.insecure_channel(

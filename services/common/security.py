@@ -16,8 +16,9 @@ Everything is off unless configured (the embedded default runs on loopback in pl
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 
 from services.common.errors import InvalidArgument
+from services.common.interceptors import _noop, _WrappingInterceptor
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 #: Method prefixes callable without a token: kubelet probes and ``grpcurl list`` carry none.
@@ -117,9 +119,10 @@ class SecurityConfig:
         tokens = _tokens(self.token)
         return [TokenAuthInterceptor(tokens)] if tokens else []
 
-    def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+    def call_metadata(self) -> list[tuple[str, str]]:
+        """Metadata a client adds to every call: the bearer token, when there is one."""
         tokens = _tokens(self.token)
-        return [BearerTokenClientInterceptor(tokens[0].decode())] if tokens else []
+        return [(AUTHORIZATION_METADATA_KEY, f"Bearer {tokens[0].decode()}")] if tokens else []
 
 
 def _bearer(metadata: Sequence[Any] | None) -> bytes:
@@ -140,30 +143,7 @@ def token_matches(presented: bytes, tokens: Sequence[bytes]) -> bool:
     return matched and bool(presented)
 
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind as ``handler`` that answers UNAUTHENTICATED."""
-
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-
-    async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-        yield  # pragma: no cover (abort raises)
-
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kwargs)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **kwargs)
-
-
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenAuthInterceptor(_WrappingInterceptor):
     """Refuses every call but health and reflection without an accepted bearer token.
 
     Chained innermost (after the metrics interceptor), so refused calls are counted with their
@@ -180,41 +160,14 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(EXEMPT_METHOD_PREFIXES):
-            return handler
-        presented = _bearer(handler_call_details.invocation_metadata)
-        if token_matches(presented, self._tokens):
-            return handler
-        return _refusal(handler)
+        if handler_call_details.method.startswith(EXEMPT_METHOD_PREFIXES):
+            return await continuation(handler_call_details)
+        return await super().intercept_service(continuation, handler_call_details)
 
-
-class BearerTokenClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds ``authorization: Bearer <token>`` to every outgoing call."""
-
-    def __init__(self, token: str) -> None:
-        self._value = f"Bearer {token}"
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata[AUTHORIZATION_METADATA_KEY] = self._value
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(self._details(details), requests)
-
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(self._details(details), requests)
+    @contextlib.asynccontextmanager
+    async def around(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Callable[[], None]]:
+        if not token_matches(_bearer(context.invocation_metadata()), self._tokens):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        yield _noop

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from orchestrator.clients import Clients
 from orchestrator.config import OrchestratorSettings
@@ -73,6 +73,17 @@ def _settings(media_root: Path, **fields: object) -> IngestSettings:
     return IngestSettings(port=0, metrics_port=0, host="127.0.0.1", media_root=media_root, **fields)
 
 
+def _mtls(media_root: Path, pki: Pki, **fields: object) -> IngestSettings:
+    """A server that requires client certificates from the test CA."""
+    return _settings(
+        media_root,
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_ca=pki.ca_file,
+        **fields,
+    )
+
+
 async def _probe(channel: grpc.aio.Channel, path: str) -> ingest_pb2.ProbeResponse:
     stub = ingest_pb2_grpc.IngestServiceStub(channel)
     request = ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=path))
@@ -104,10 +115,7 @@ async def test_tls_server_accepts_a_client_that_trusts_its_ca(
 async def test_mtls_server_refuses_clients_without_a_certificate_from_its_ca(
     grpc_server, channels, pki: Pki, media_root: Path, put_media
 ) -> None:
-    running = await grpc_server(
-        _settings(media_root, tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca_file),
-        build_services,
-    )
+    running = await grpc_server(_mtls(media_root, pki), build_services)
     good = channels(running.address, ca=pki.ca_file, cert=pki.client_cert, key=pki.client_key)
     assert (await _probe(good, put_media("video/counter.mp4"))).info.frame_count > 0
 
@@ -121,23 +129,17 @@ async def test_mtls_server_refuses_clients_without_a_certificate_from_its_ca(
     assert await _code(_probe(wrong_ca, "x.mp4")) == grpc.StatusCode.UNAVAILABLE
 
 
-def _handled(metrics_port: int, code: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    wanted = (
-        f'videoanalysis_grpc_server_handled_total{{grpc_code="{code}",grpc_method="Probe",'
-        'grpc_service="videoanalysis.v1.IngestService"}'
-    )
-    for line in body.splitlines():
-        if line.startswith(wanted):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def _handled(code: str) -> float:
+    """Probe calls the in-process server counted with ``code``."""
+    labels = {"grpc_service": SERVICE_NAME, "grpc_method": "Probe", "grpc_code": code}
+    return REGISTRY.get_sample_value("videoanalysis_grpc_server_handled_total", labels) or 0.0
 
 
 async def test_token_is_required_except_for_health_and_reflection(
     grpc_server, channels, media_root: Path, put_media
 ) -> None:
     running = await grpc_server(_settings(media_root, auth_token=TOKEN), build_services)
-    refused_before = _handled(running.metrics_port, "UNAUTHENTICATED")
+    refused_before = _handled("UNAUTHENTICATED")
 
     good = channels(running.address, token=TOKEN)
     assert (await _probe(good, put_media("video/counter.mp4"))).info.frame_count > 0
@@ -179,10 +181,10 @@ async def test_token_is_required_except_for_health_and_reflection(
 
     # Refused calls are counted with their code (the interceptor sits inside the metrics one).
     for _ in range(50):
-        if _handled(running.metrics_port, "UNAUTHENTICATED") == refused_before + 3:
+        if _handled("UNAUTHENTICATED") == refused_before + 3:
             break
         await asyncio.sleep(0.05)
-    assert _handled(running.metrics_port, "UNAUTHENTICATED") == refused_before + 3
+    assert _handled("UNAUTHENTICATED") == refused_before + 3
 
 
 async def test_rotated_tokens_are_all_accepted(grpc_server, channels, media_root: Path) -> None:
@@ -198,16 +200,7 @@ async def test_rotated_tokens_are_all_accepted(grpc_server, channels, media_root
 async def test_plain_health_port_answers_probes_while_the_main_port_is_mtls(
     grpc_server, pki: Pki, media_root: Path
 ) -> None:
-    running = await grpc_server(
-        _settings(
-            media_root,
-            tls_cert=pki.server_cert,
-            tls_key=pki.server_key,
-            tls_ca=pki.ca_file,
-            health_port=0,
-        ),
-        build_services,
-    )
+    running = await grpc_server(_mtls(media_root, pki, health_port=0), build_services)
     assert running.health_port > 0
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.health_port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -221,16 +214,7 @@ async def test_plain_health_port_answers_probes_while_the_main_port_is_mtls(
 async def test_orchestrator_clients_use_mtls_and_the_token_from_their_settings(
     grpc_server, pki: Pki, media_root: Path, put_media
 ) -> None:
-    running = await grpc_server(
-        _settings(
-            media_root,
-            tls_cert=pki.server_cert,
-            tls_key=pki.server_key,
-            tls_ca=pki.ca_file,
-            auth_token=TOKEN,
-        ),
-        build_services,
-    )
+    running = await grpc_server(_mtls(media_root, pki, auth_token=TOKEN), build_services)
     common = {"media_root": media_root, "metrics_port": -1, "retry_attempts": 1}
     addresses = {f"{s}_addr": running.address for s in ("ingest", "scene", "audio", "tracking")}
     good = OrchestratorSettings(
@@ -276,4 +260,4 @@ def test_token_comparison_and_config_errors(pki: Pki) -> None:
     # Nothing configured: plaintext, no interceptors.
     plain = SecurityConfig()
     assert plain.server_credentials() is None and plain.channel_credentials() is None
-    assert plain.server_interceptors() == [] and plain.client_interceptors() == []
+    assert plain.server_interceptors() == [] and plain.call_metadata() == []
