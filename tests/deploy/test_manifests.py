@@ -109,6 +109,13 @@ def test_the_pod_monitor_scrapes_ports_the_pods_have(rendered) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_runs_restricted(rendered, overlay: str) -> None:
+    (namespace,) = rendered[overlay].of_kind("Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert all(
+        o["metadata"].get("namespace") == namespace["metadata"]["name"]
+        for o in rendered[overlay].objects
+        if o["kind"] != "Namespace"
+    )
     for workload in rendered[overlay].workloads():
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
