@@ -226,7 +226,9 @@ def test_termination_grace_covers_the_drain(rendered, overlay: str) -> None:
         container = _container(workload)
         env = manifests.env_of(container)
         prefix = {"orchestrator": "ORCH_"}.get(name, name.upper() + "_")
-        grace = float(env[f"{prefix}GRACE_S"] or 0)
+        # aiohttp's drain (web.run_app shutdown_timeout) for the gateway, server.stop's grace else.
+        drain = "SHUTDOWN_TIMEOUT_S" if name == "gateway" else "GRACE_S"
+        grace = float(env[f"{prefix}{drain}"] or 0)
         pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         period = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert period >= pause + grace + 5, (name, period, pause, grace)
