@@ -119,8 +119,17 @@ class Pod:
 class Cluster:
     """The rendered overlay's workloads as local processes."""
 
-    def __init__(self, rendered: Any, dockerfile_targets: dict[str, Any], root: Path) -> None:
+    def __init__(
+        self,
+        rendered: Any,
+        dockerfile_targets: dict[str, Any],
+        root: Path,
+        secrets: dict[str, dict[str, bytes]] | None = None,
+    ) -> None:
+        """``secrets``: the contents of Secrets the overlay does not render (prod creates them
+        out of band), ``{name: {key: value}}``, for env references and secret volumes."""
         self.rendered = rendered
+        self.secrets = secrets or {}
         self.targets = dockerfile_targets
         self.root = root
         self.ports: dict[str, dict[int, int]] = {}
@@ -164,6 +173,9 @@ class Cluster:
             claim = volume.get("persistentVolumeClaim", {}).get("claimName")
             mounts[path] = media if claim == "videoanalysis-media" else local
             mounts[path].mkdir(parents=True, exist_ok=True)
+            secret = volume.get("secret", {}).get("secretName")
+            for key, value in self.secrets.get(secret, {}).items():
+                (local / key).write_bytes(value)
 
         def path(value: str) -> str:
             for mount, local in sorted(mounts.items(), key=lambda m: -len(m[0])):
@@ -181,6 +193,10 @@ class Cluster:
             return path(value)
 
         pod_env = self.rendered.env_of(container)
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref and pod_env[item["name"]] is None and ref["name"] in self.secrets:
+                pod_env[item["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
         env = {
             k: v
             for k, v in os.environ.items()
@@ -282,20 +298,30 @@ def _check_services(cluster: Cluster, pod: Pod) -> None:
 
 
 @pytest.fixture
-def cluster(rendered, dockerfile_targets, tmp_path: Path):
+def clusters(rendered, dockerfile_targets, tmp_path: Path):
+    """``clusters(overlay, secrets=None)``: a Cluster whose started pods are stopped after."""
     running: list[Pod] = []
-    made = Cluster(rendered["dev"], dockerfile_targets, tmp_path)
 
-    def start(name: str) -> Pod:
-        pod = made.pod(name)
-        pod.start()
-        running.append(pod)
-        return pod
+    def make(overlay: str, secrets: dict[str, dict[str, bytes]] | None = None) -> Cluster:
+        made = Cluster(rendered[overlay], dockerfile_targets, tmp_path / overlay, secrets)
 
-    made.start = start  # type: ignore[attr-defined]
-    yield made
+        def start(name: str) -> Pod:
+            pod = made.pod(name)
+            pod.start()
+            running.append(pod)
+            return pod
+
+        made.start = start  # type: ignore[attr-defined]
+        return made
+
+    yield make
     for pod in running:
         pod.stop(5)
+
+
+@pytest.fixture
+def cluster(clusters):
+    return clusters("dev")
 
 
 def _stop_within_grace(pods: list[Pod]) -> None:
@@ -367,3 +393,70 @@ async def test_dev_overlay_boots_the_gateway(cluster, need_package) -> None:
     exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     assert wanted and wanted <= exported, sorted(wanted - exported)
     _stop_within_grace([pod])
+
+
+async def test_prod_tls_component_serves_mtls_with_the_token_and_plain_probes(clusters) -> None:
+    """components/tls as rendered in prod: ingest and the orchestrator listen with mTLS and
+    require the token; their probes answer in plaintext on the health port. (Scene and audio
+    are left out: prod sends them to CUDA.) The Secrets prod expects are made here."""
+    import trustme
+
+    from protos.videoanalysis.v1 import (
+        common_pb2,
+        ingest_pb2,
+        ingest_pb2_grpc,
+        orchestrator_pb2,
+        orchestrator_pb2_grpc,
+    )
+    from services.common.channels import open_channel
+    from services.common.security import SecurityConfig
+
+    ca = trustme.CA()
+    # The addresses become 127.0.0.1: the certificate names it besides the Service names.
+    leaf = ca.issue_cert("127.0.0.1", "ingest", "orchestrator", "scene", "audio", "tracking")
+    files = {
+        "tls.crt": b"".join(blob.bytes() for blob in leaf.cert_chain_pems),
+        "tls.key": leaf.private_key_pem.bytes(),
+        "ca.crt": ca.cert_pem.bytes(),
+    }
+    token = "prod-test-token"
+    cluster = clusters(
+        "prod",
+        {
+            "videoanalysis-tls": files,
+            "videoanalysis-secrets": {"grpc-token": token.encode(), "hf-token": b""},
+        },
+    )
+    ingest = cluster.start("ingest")
+    orchestrator = cluster.start("orchestrator")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for pod in (ingest, orchestrator):
+        await _wait_grpc_ready(pod, deadline)  # plaintext, on the probes' (health) port
+    tls_dir = ingest.mounts["/etc/videoanalysis/tls"]
+    client = {"ca": tls_dir / "ca.crt", "cert": tls_dir / "tls.crt", "key": tls_dir / "tls.key"}
+
+    async def probe(**security: Any) -> grpc.StatusCode:
+        async with open_channel(
+            f"127.0.0.1:{ingest.port('grpc')}", security=SecurityConfig(**security)
+        ) as channel:
+            request = ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path="missing.mp4"))
+            try:
+                await ingest_pb2_grpc.IngestServiceStub(channel).Probe(request, timeout=10)
+            except grpc.aio.AioRpcError as err:
+                return err.code()
+        return grpc.StatusCode.OK
+
+    assert await probe(**client, token=token) == grpc.StatusCode.NOT_FOUND  # reached the servicer
+    assert await probe(**client) == grpc.StatusCode.UNAUTHENTICATED
+    assert await probe(ca=client["ca"], token=token) == grpc.StatusCode.UNAVAILABLE  # no cert
+    assert await probe(token=token) == grpc.StatusCode.UNAVAILABLE  # plaintext
+    # Health on the main port needs TLS too; in plaintext only the health port answers.
+    assert await _health(ingest.port("grpc"), "") is None
+    async with open_channel(
+        f"127.0.0.1:{orchestrator.port('grpc')}", security=SecurityConfig(**client, token=token)
+    ) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetJob(orchestrator_pb2.GetJobRequest(job_id="no-such-job"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    _stop_within_grace([orchestrator, ingest])
