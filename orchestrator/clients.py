@@ -23,6 +23,7 @@ from protos.videoanalysis.v1 import common_pb2, ingest_pb2, tracking_pb2
 from services.common import metrics
 from services.common.channels import open_channel
 from services.common.registry import SERVICES, AnalysisService
+from services.common.security import SecurityConfig
 
 log = logging.getLogger(__name__)
 
@@ -325,9 +326,13 @@ _FAST_RECONNECT = (
 )
 
 
-def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Channel:
+def open_service_channel(
+    addresses: str, max_message_bytes: int, security: SecurityConfig | None = None
+) -> grpc.aio.Channel:
     """``services.common.channels.open_channel`` plus a short reconnect backoff."""
-    return open_channel(addresses, max_message_bytes, extra_options=_FAST_RECONNECT)
+    return open_channel(
+        addresses, max_message_bytes, extra_options=_FAST_RECONNECT, security=security
+    )
 
 
 class Clients:
@@ -362,12 +367,13 @@ class Clients:
             initial_backoff_s=settings.retry_initial_backoff_s,
             max_backoff_s=settings.retry_max_backoff_s,
         )
+        security = SecurityConfig.of(settings)
         return cls(
             {
                 service.name: ServiceClient(
                     service,
                     open_service_channel(
-                        settings.address_of(service.name), settings.max_message_bytes
+                        settings.address_of(service.name), settings.max_message_bytes, security
                     ),
                     concurrency=settings.link(service.name).concurrency,
                     policy=policy,

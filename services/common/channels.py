@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import grpc
 
 from services.common.errors import InvalidArgument
 from services.common.logs import REQUEST_ID_METADATA_KEY, request_id_var
+from services.common.security import SecurityConfig
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -52,51 +53,67 @@ def _is_ip(host: str, version: int) -> bool:
         return False
 
 
-if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
-else:
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
+class _MetadataClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds the current request id (so logs can follow a job across hops) and ``fixed`` items
+    (the bearer token) to every outgoing call."""
 
+    def __init__(self, fixed: Sequence[tuple[str, str]] = ()) -> None:
+        self._fixed = list(fixed)
 
-class _RequestIdClientInterceptor(_UnaryUnary, _UnaryStream):
-    """Adds the current request id to every outgoing call, so logs can follow a job across hops."""
-
-    @staticmethod
-    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         request_id = request_id_var.get()
-        if not request_id:
+        if not request_id and not self._fixed:
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if REQUEST_ID_METADATA_KEY not in metadata:
+        if request_id and REQUEST_ID_METADATA_KEY not in metadata:
             metadata.add(REQUEST_ID_METADATA_KEY, request_id)
+        for key, value in self._fixed:
+            metadata[key] = value
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
+        return await continuation(self._details(details), request)
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
 
 
 def open_channel(
     addresses: str | Sequence[str],
     max_message_bytes: int = 64 * 1024 * 1024,
     extra_options: Sequence[tuple[str, Any]] = (),
+    security: SecurityConfig | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel with ``round_robin`` over ``addresses`` and request-id propagation."""
-    return grpc.aio.insecure_channel(
-        channel_target(addresses),
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            *extra_options,
-        ],
-        # The stubs cannot express the aio client interceptor types (they ask for a cast).
-        interceptors=[cast(Any, _RequestIdClientInterceptor())],
+    """A channel with ``round_robin`` over ``addresses`` and request-id propagation; TLS/mTLS
+    and a bearer token when ``security`` configures them (else plaintext)."""
+    security = security or SecurityConfig()
+    options = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        *security.channel_options(),
+        *extra_options,
+    ]
+    interceptors: list[Any] = [_MetadataClientInterceptor(security.call_metadata())]
+    credentials = security.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            channel_target(addresses), options=options, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        channel_target(addresses), credentials, options=options, interceptors=interceptors
     )

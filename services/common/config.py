@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound="ServiceSettings")
@@ -31,6 +32,20 @@ class ServiceSettings(BaseSettings):
     grace_s: float = 10.0
     max_concurrent_rpcs: int = 8
     max_message_bytes: int = 64 * 1024 * 1024
+    #: Plaintext port serving only ``grpc.health.v1`` (kubelet gRPC probes cannot speak TLS);
+    #: -1 disables it. Used when the main port is TLS.
+    health_port: int = -1
+    #: Transport security (services.common.security); all unset = plaintext, no token. Server:
+    #: cert + key turn TLS on, a CA then requires client certificates (mTLS). Client (the
+    #: orchestrator's channels): the CA verifies servers, cert + key are presented to them.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_require_client_cert: bool = True
+    #: Name expected in server certificates when it differs from the address's host.
+    tls_server_name: str = ""
+    #: Shared bearer token(s), comma-separated: servers accept any, clients send the first.
+    auth_token: SecretStr = SecretStr("")
 
 
 def load_settings(cls: type[S], argv: Sequence[str] | None = None, **overrides: object) -> S:

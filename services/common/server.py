@@ -23,6 +23,7 @@ from services.common import metrics
 from services.common.config import ServiceSettings
 from services.common.interceptors import default_interceptors
 from services.common.logs import configure_logging
+from services.common.security import SecurityConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class RunningServer:
     port: int
     metrics_port: int
     services: Sequence[ServiceDefinition] = field(default_factory=list)
+    #: The plaintext health-only server (``health_port``), if any.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = -1
 
     @property
     def address(self) -> str:
@@ -83,6 +87,8 @@ class RunningServer:
         """NOT_SERVING everywhere, drain in-flight RPCs for ``grace_s``, then release resources."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for service in self.services:
             if service.close is not None:
                 await asyncio.to_thread(service.close)
@@ -93,8 +99,9 @@ async def start_server(
 ) -> RunningServer:
     """Builds and starts a server on ``settings.port`` (0 picks a free one); services stay
     NOT_SERVING until :meth:`RunningServer.mark_ready`."""
+    security = SecurityConfig.of(settings)
     server = grpc.aio.server(
-        interceptors=default_interceptors(),
+        interceptors=[*default_interceptors(), *security.server_interceptors()],
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -108,21 +115,38 @@ async def start_server(
     reflection.enable_server_reflection(
         [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = security.server_credentials()
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
-        raise RuntimeError(f"cannot bind {settings.host}:{settings.port}")
+        raise RuntimeError(f"cannot bind {address}")
+    health_server, health_port = None, -1
+    if settings.health_port >= 0:
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+        if health_port == 0:
+            raise RuntimeError(f"cannot bind {settings.host}:{settings.health_port}")
+        await health_server.start()
     metrics_port = metrics.serve_metrics(settings.metrics_port)
     await server.start()
     await health_servicer.set("", SERVING)
     for service in services:
         await health_servicer.set(service.name, NOT_SERVING)
     log.info(
-        "listening on port %d (metrics on %d): %s",
+        "listening on port %d (%s%s, metrics on %d): %s",
         port,
+        "plaintext" if credentials is None else "TLS",
+        f", health on {health_port}" if health_server is not None else "",
         metrics_port,
         ", ".join(s.name for s in services),
     )
-    return RunningServer(server, health_servicer, port, metrics_port, list(services))
+    return RunningServer(
+        server, health_servicer, port, metrics_port, list(services), health_server, health_port
+    )
 
 
 def stop_on_signals() -> asyncio.Event:
