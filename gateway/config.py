@@ -58,6 +58,9 @@ class GatewaySettings(ServiceSettings):
     replay_events: int = 20_000
     #: Events waiting for one websocket (after coalescing progress) before it is dropped.
     ws_queue_events: int = 2_000
+    #: Kernel send buffer of each websocket: what a stalled client can hold besides its queue
+    #: (small events need little; the default of the system can be megabytes per client).
+    ws_send_buffer_bytes: int = 64 * 1024
     ws_heartbeat_s: float = 15.0
     #: A websocket must authenticate within this time when auth is on.
     ws_auth_timeout_s: float = 5.0

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ def event_item(event: orchestrator_pb2.JobEvent) -> Item:
     return Item(envelope("event", event_json(event)), event.sequence, event.job_id, kind, key)
 
 
+#: Queue mark: "send the backlog here".
+_REPLAY = Item("")
+
+
 class _Entry:
     """A queue slot; ``item`` becomes None when a newer progress of the same key replaced it."""
 
@@ -94,6 +99,9 @@ class Watcher:
         self.high = 0
         self.dropped = False
         self._queue: deque[_Entry] = deque()
+        #: Replayed events (references into the hub's buffer), sent before the queue.
+        self._backlog: deque[Item] = deque()
+        self._room = asyncio.Event()
         self._by_key: dict[tuple[str, str, str], _Entry] = {}
         self._pending = 0
         self._wakeup = asyncio.Event()
@@ -128,14 +136,34 @@ class Watcher:
             return
         self._wakeup.set()
 
+    def replay(self, items: Iterable[Item]) -> None:
+        """Queues buffered events outside the bound: they are the hub's, already in memory."""
+        if self.dropped:
+            return
+        for item in items:
+            if self.wants(item.job_id) and item.seq > self.high:
+                self._backlog.append(item)
+                self.high = item.seq
+        # The backlog is sent when the sender reaches this mark (after what is queued now).
+        self._queue.append(_Entry(_REPLAY))
+        self._wakeup.set()
+
+    async def room(self) -> None:
+        """Waits until the queue is at most half full (a catch-up stream paces itself by it)."""
+        while self._pending > self.max_queue // 2 and not self.dropped:
+            self._room.clear()
+            await self._room.wait()
+
     def drop(self) -> None:
         """Gives up on a client that cannot keep up: 4408, and its queue is freed at once."""
         self.dropped = True
         metrics.WS_EVENTS_DROPPED.labels("lagging").inc(self._pending)
         metrics.WS_CLIENTS_DROPPED.inc()
         self._queue.clear()
+        self._backlog.clear()
         self._by_key.clear()
         self._pending = 0
+        self._room.set()
         if self.sender is not None:
             self.sender.cancel()
         self._closing = asyncio.ensure_future(
@@ -158,7 +186,14 @@ class Watcher:
                     item = entry.item
                     if item is None:
                         continue
+                    if item is _REPLAY:
+                        while self._backlog:
+                            await ws.send_str(self._backlog.popleft().text)
+                            sent += 1
+                        continue
                     self._pending -= 1
+                    if self._pending <= self.max_queue // 2:
+                        self._room.set()
                     if item.key is not None and self._by_key.get(item.key) is entry:
                         del self._by_key[item.key]
                     await ws.send_str(item.text)
@@ -227,10 +262,13 @@ class EventHub:
                             self.floor = event.sequence
                             first_sync = False
                         continue
+                    if not self.connected:
+                        self._set_connected(True)
                     self._dispatch(event)
                     backoff = self.settings.reconnect_initial_s
             except grpc.aio.AioRpcError as exc:
-                log.warning("orchestrator event stream lost: %s", exc.code().name)
+                level = logging.WARNING if self.connected else logging.DEBUG
+                log.log(level, "orchestrator event stream lost: %s", exc.code().name)
             finally:
                 monitor.cancel()
                 call.cancel()
@@ -332,9 +370,8 @@ class EventHub:
             if item.seq <= after:
                 break
             newer.append(item)
-        for item in reversed(newer):
-            if watcher.wants(item.job_id):
-                watcher.offer(item)
+        newer.reverse()
+        watcher.replay(newer)
         watcher.live = True
 
     async def _catch_up(self, watcher: Watcher, after: int) -> None:
@@ -349,6 +386,7 @@ class EventHub:
                     async for event in call:
                         item = event_item(event)
                         watcher.offer(item)
+                        await watcher.room()
                         if watcher.dropped:
                             return
                         if item.kind in _BURST_KINDS:
@@ -373,6 +411,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=30.0, timeout=2.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
+    _limit_send_buffer(request, settings.ws_send_buffer_bytes)
     request.app[SOCKETS].add(ws)
     metrics.WS_CONNECTIONS.inc()
     watcher = Watcher(ws, settings.ws_queue_events)
@@ -392,6 +431,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         hub.remove(watcher)
         metrics.WS_CONNECTIONS.dec()
     return ws
+
+
+def _limit_send_buffer(request: web.Request, size: int) -> None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and size > 0:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _authenticate(ws: web.WebSocketResponse, settings: GatewaySettings) -> bool:

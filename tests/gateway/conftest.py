@@ -30,9 +30,7 @@ async def fake() -> AsyncIterator[FakeOrchestrator]:
 
 
 @pytest.fixture
-def gateway_settings(
-    fake: FakeOrchestrator, media_root: Path
-) -> Callable[..., GatewaySettings]:
+def gateway_settings(fake: FakeOrchestrator, media_root: Path) -> Callable[..., GatewaySettings]:
     """``gateway_settings(**overrides)``: settings pointing at the fake, auth on with ``TOKEN``."""
 
     def make(**overrides: Any) -> GatewaySettings:
