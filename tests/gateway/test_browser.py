@@ -31,7 +31,7 @@ from outputs import write_outputs
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from protos.videoanalysis.v1 import orchestrator_pb2
+from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2
 
 TOKEN = "browser-token-0123456789"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -274,6 +274,24 @@ async def check_theme_and_keyboard(session: Session, shots: Path, prefix: str) -
     await page.screenshot(path=str(shots / f"{prefix}-results-{after}.png"), full_page=True)
 
 
+async def check_system_and_reports(session: Session, shots: Path, prefix: str) -> None:
+    page = session.page
+    await page.click("#nav a[data-nav=system]")
+    await page.wait_for_selector("tr[data-service=orchestrator] .chip[data-state=serving]")
+    await page.wait_for_selector(".meter-row meter")
+    assert await page.locator(".meter-row").count() >= 3  # CPU, memory, disk
+    await page.screenshot(path=str(shots / f"{prefix}-system.png"), full_page=True)
+    await page.click("#nav a[data-nav=reports]")
+    link = page.locator(".report-links a").first
+    href = await link.get_attribute("href")
+    assert href is not None and href.startswith("/reports/projects/")
+    report = await page.request.get(session.base + href)
+    assert report.ok and "Rapport de projet" in await report.text()
+    month = await page.input_value("#report-month")
+    monthly = await page.request.get(f"{session.base}/reports/monthly/{month}")
+    assert monthly.ok and "Répartition des Durées par Projet" in await monthly.text()
+
+
 # Fast tier: the fake orchestrator.
 
 
@@ -309,6 +327,7 @@ async def gateway_url(
         await server.close()
 
 
+@pytest.mark.slow
 async def test_upload_watch_and_results(
     browser: Any, gateway_url: Callable[..., Awaitable[str]], shots: Path
 ) -> None:
@@ -318,6 +337,7 @@ async def test_upload_watch_and_results(
     await upload_and_watch(session, shots, "fake", timeout_s=30)
     await check_results(session, shots, "fake", "SPEAKER_00")
     await check_theme_and_keyboard(session, shots, "fake")
+    await check_system_and_reports(session, shots, "fake")
     assert session.errors == []
 
 
@@ -362,15 +382,44 @@ async def test_orchestrator_loss_is_shown_and_resumed(
     await page.wait_for_selector("#banner:not([hidden])")
     assert "orchestrator" in (await page.text_content("#banner") or "").lower()
     # Events stored while the gateway was away still arrive once it is back.
-    fake_pipeline.emit_step(job.job_id, "in/a.mp4", "scene", done=3, total=10)
+    step = orchestrator_pb2.Step(
+        name="scene",
+        state=orchestrator_pb2.STEP_STATE_RUNNING,
+        progress=common_pb2.Progress(done=3, total=10, unit="frames", stage="boundaries"),
+        eta_s=42,
+    )
+    fake_pipeline.emit(job.job_id, step=orchestrator_pb2.StepEvent(video="in/a.mp4", step=step))
     await fake_pipeline.start()
     await page.wait_for_selector("#banner", state="hidden")
     await page.wait_for_function(
         "document.querySelector('.step[data-step=scene] progress').value > 0.29"
     )
     detail = await page.text_content(".step[data-step=scene] .step-detail")
-    assert detail is not None and "3/10 frames" in detail
+    assert detail == "3/10 frames · boundaries · ETA 42 s"
     assert session.errors == []
+
+
+async def test_token_prompt_when_reads_need_auth(
+    browser: Any,
+    gateway_url: Callable[..., Awaitable[str]],
+    fake_pipeline: PipelineFake,
+) -> None:
+    job = fake_pipeline.add_job(["in/a.mp4"], label="private")
+    base = await gateway_url(auth_reads=True)
+    session = await open_dashboard(browser, base)
+    page = session.page
+    await give_token(session)
+    await page.wait_for_selector(f"tr[data-job-id='{job.job_id}']")
+    assert await page.text_content(f"tr[data-job-id='{job.job_id}'] a") == "private"
+    # The only errors are the browser's notes about the refused requests before the token.
+    unexpected = [e for e in session.errors if "status of 401" not in e]
+    assert unexpected == []
+    assert session.errors, "the reads were not refused without a token"
+    # Forgetting the token (after confirming) asks again on the next refusal.
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("#token-button")
+    assert await page.evaluate("sessionStorage.getItem('gateway.token')") is None
+    await page.wait_for_selector("#token-dialog[open]")
 
 
 # Slow tier: the real stack.

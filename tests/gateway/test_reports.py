@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.reports import ReportError, Reports, monthly_projects, read_audio, video_report
+from protos.videoanalysis.v1 import orchestrator_pb2
 from services.common.media import MediaRoot
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -258,3 +259,58 @@ def test_audio_segments_follow_the_legacy_viewer(tmp_path: Path) -> None:
     ]
     assert audio["segments"][0]["end_time"] == pytest.approx(4 / 25)
     assert audio["speakers"] == ["S1", "S2"]
+
+
+# The routes, through a real gateway in front of the fake orchestrator.
+
+
+async def test_report_routes(gateway: Any, fake: Any, media_root: Path, auth: dict) -> None:
+    job = fake.add_job(["in/Projet A/clip.mp4"], output_dir="output")
+    video = job.videos[0]
+    video.state = orchestrator_pb2.STEP_STATE_SUCCEEDED
+    video.steps[-1].state = orchestrator_pb2.STEP_STATE_SUCCEEDED
+    video.steps[-1].finished_at.GetCurrentTime()
+    write_outputs(media_root / video.output_dir, video.path, "clip")
+    project = video.output_dir.rsplit("/", 1)[-1]
+    month = job.created_at.ToDatetime().strftime("%Y-%m")
+    client = await gateway()
+
+    response = await client.get(f"/reports/jobs/{job.job_id}/videos/0")
+    assert response.status == 200 and response.content_type == "text/html"
+    assert "Nombre de scènes" in await response.text()
+    response = await client.get(f"/reports/projects/{project}")
+    assert response.status == 200 and "clip.mp4" in await response.text()
+    response = await client.get(f"/reports/monthly/{month}")
+    page = await response.text()
+    assert response.status == 200 and f"Rapport Mensuel Archives - {month}" in page
+
+    for path, status in [
+        ("/reports/jobs/nope/videos/0", 404),
+        (f"/reports/jobs/{job.job_id}/videos/7", 404),
+        (f"/reports/jobs/{job.job_id}/videos/x", 400),
+        ("/reports/projects/unknown%20project", 404),
+        ("/reports/monthly/2026-13", 400),
+        ("/reports/monthly/1999-01", 404),
+    ]:
+        response = await client.get(path)
+        assert response.status == status, path
+        assert response.content_type == "text/html"
+        assert "Rapport indisponible" in await response.text()
+
+    # The user's input comes back escaped.
+    response = await client.get("/reports/projects/%3Cscript%3Ex%3C%2Fscript%3E")
+    assert response.status == 404
+    assert "<script>" not in await response.text()
+
+    # With auth_reads the reports need the token like every other read.
+    protected = await gateway(auth_reads=True)
+    assert (await protected.get(f"/reports/projects/{project}")).status == 401
+    response = await protected.get(f"/reports/projects/{project}", headers=auth)
+    assert response.status == 200
+
+
+async def test_report_without_orchestrator(gateway: Any, fake: Any) -> None:
+    client = await gateway()
+    await fake.stop()
+    response = await client.get("/reports/monthly/2026-11")
+    assert response.status == 503 and "Rapport indisponible" in await response.text()
