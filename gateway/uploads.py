@@ -11,6 +11,7 @@ import asyncio
 import json
 import shutil
 import unicodedata
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,9 @@ class Upload:
 
 
 def safe_name(filename: str | None) -> str:
-    """The last component of a client's file name, without control characters or leading dots."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    """The last component of a client's file name, without control characters or leading dots
+    (percent-escapes are decoded first: browsers escape quotes, aiohttp's client everything)."""
+    name = urllib.parse.unquote(filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip().lstrip(".")
     if not name:
         raise ApiError(400, "every file part needs a file name")
