@@ -4,6 +4,7 @@ orchestrator's own writers, media with Range, thumbnails by ffmpeg, artifacts an
 from __future__ import annotations
 
 import io
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -29,7 +30,7 @@ def analysed(fake: FakeOrchestrator, media_root: Path) -> orchestrator_pb2.Job:
     write_outputs(media_root / "output" / "clips", "clips/talk.mp4", "talk")
     archive = media_root / "archives" / "clips" / video.sha256
     archive.mkdir(parents=True)
-    (archive / "metadata.json").write_text('{"sha256": "%s"}' % video.sha256)
+    (archive / "metadata.json").write_text(json.dumps({"sha256": video.sha256}))
     (archive / "talk_scenes.csv").write_bytes(
         (media_root / "output" / "clips" / "talk_scenes.csv").read_bytes()
     )

@@ -129,7 +129,7 @@ async def test_a_connection_lost_mid_upload_leaves_nothing(
     gateway, media_root: Path, auth: dict[str, str]
 ) -> None:
     client = await gateway()
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    _reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'
     writer.write(
         b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n"
