@@ -276,8 +276,12 @@ async def check_theme_and_keyboard(session: Session, shots: Path, prefix: str) -
 
 async def check_system_and_reports(session: Session, shots: Path, prefix: str) -> None:
     page = session.page
+    await page.click("#nav a[data-nav=jobs]")
+    await page.wait_for_selector("table.jobs tbody tr .chip[data-state=completed]")
+    await page.screenshot(path=str(shots / f"{prefix}-jobs.png"), full_page=True)
     await page.click("#nav a[data-nav=system]")
     await page.wait_for_selector("tr[data-service=orchestrator] .chip[data-state=serving]")
+    assert await page.text_content("tr[data-service=orchestrator] .chip") == "Serving"
     await page.wait_for_selector(".meter-row meter")
     assert await page.locator(".meter-row").count() >= 3  # CPU, memory, disk
     await page.screenshot(path=str(shots / f"{prefix}-system.png"), full_page=True)
@@ -399,6 +403,81 @@ async def test_orchestrator_loss_is_shown_and_resumed(
     assert session.errors == []
 
 
+async def test_websocket_resumes_after_the_last_event(
+    browser: Any,
+    gateway_url: Callable[..., Awaitable[str]],
+    fake_pipeline: PipelineFake,
+) -> None:
+    job = fake_pipeline.add_job(["in/a.mp4"], label="resume")
+    base = await gateway_url(no_auth=True, tokens="")
+    session = await open_dashboard(browser, base, f"/#/jobs/{job.job_id}")
+    page = session.page
+    subscriptions: list[dict[str, Any]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on(
+            "framesent",
+            lambda payload: subscriptions.append(json.loads(payload)),
+        ),
+    )
+    await page.wait_for_selector("#live-status[data-state=ok]")
+    fake_pipeline.emit_step(job.job_id, "in/a.mp4", "extract", done=1, total=4)
+    await page.wait_for_function(
+        "document.querySelector('.step[data-step=extract] progress').value > 0"
+    )
+    last = await page.evaluate("window.dashboard.live.lastSeq")
+    assert last > 0
+    # The connection breaks; what happens meanwhile arrives after the reconnect.
+    await page.evaluate("window.dashboard.live.socket.close()")
+    fake_pipeline.emit_step(
+        job.job_id,
+        "in/a.mp4",
+        "extract",
+        state=orchestrator_pb2.STEP_STATE_SUCCEEDED,
+        done=4,
+        total=4,
+    )
+    await page.wait_for_selector(".step[data-step=extract][data-state=succeeded]")
+    resumed = [m for m in subscriptions if m["type"] == "subscribe"]
+    assert resumed and resumed[-1]["payload"]["after"] >= last, subscriptions
+    assert session.errors == []
+
+
+async def test_submit_by_path_and_cancel(
+    browser: Any,
+    gateway_url: Callable[..., Awaitable[str]],
+    fake_pipeline: PipelineFake,
+    media_root: Path,
+) -> None:
+    waiting = fake_pipeline.add_job(["in/waiting.mp4"], label="waiting")
+    base = await gateway_url()
+    session = await open_dashboard(browser, base, "/#/submit")
+    page = session.page
+    await give_token(session)
+    (media_root / "in").mkdir()
+    (media_root / "in" / "clip.mp4").write_bytes(CLIP.read_bytes())
+    await page.fill("#path-inputs", "in/clip.mp4")
+    await page.fill("#path-label", "by path")
+    await page.click("#path-form button[type=submit]")
+    await page.wait_for_url("**/#/jobs/*")
+    await page.wait_for_selector(".title-row .chip[data-state=completed]")
+    assert await page.text_content("h1") == "by path"
+    # A path outside the media root is refused with the gateway's message.
+    await page.goto(f"{base}/#/submit")
+    await page.fill("#path-inputs", "../etc/passwd")
+    await page.click("#path-form button[type=submit]")
+    await page.wait_for_selector("main .error-item:not([hidden])")
+    assert "Submission refused" in (await page.text_content("main .error-item") or "")
+    # Cancel, after confirming.
+    await page.goto(f"{base}/#/jobs/{waiting.job_id}")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("text=Cancel job")
+    await page.wait_for_selector(".title-row .chip[data-state=cancelled]")
+    assert await page.locator("text=Cancel job").is_hidden()
+    unexpected = [e for e in session.errors if "status of 400" not in e]
+    assert unexpected == []
+
+
 async def test_token_prompt_when_reads_need_auth(
     browser: Any,
     gateway_url: Callable[..., Awaitable[str]],
@@ -434,35 +513,26 @@ def _orchestrator_conftest() -> Any:
     return module
 
 
-stack = _orchestrator_conftest().stack
+# The orchestrator tests' fixtures: the shared service processes and one test's settings.
+_stack_fixtures = _orchestrator_conftest()
+stack = _stack_fixtures.stack
+job_settings = _stack_fixtures.job_settings
 
 
 @pytest.mark.slow
 async def test_real_stack_upload_watch_and_results(
-    browser: Any, stack: Any, shots: Path, request: pytest.FixtureRequest
+    browser: Any, stack: Any, job_settings: Any, shots: Path
 ) -> None:
-    from orchestrator.config import OrchestratorSettings
     from orchestrator.server import running_orchestrator
 
-    base_dir = f"t/{request.node.name}"
-    settings = OrchestratorSettings(
-        port=0,
-        metrics_port=-1,
-        media_root=stack.media_root,
-        db_path=stack.media_root / base_dir / "jobs.sqlite3",
-        output_dir=f"{base_dir}/output",
-        archives_dir=f"{base_dir}/archives",
-        extract_dir=f"{base_dir}/extracted",
-        work_dir=f"{base_dir}/work",
-        **stack.addresses(),
-    )
-    async with running_orchestrator(settings) as (_orchestrator, running):
+    uploads = Path(job_settings.output_dir).parent / "uploads"
+    async with running_orchestrator(job_settings) as (_orchestrator, running):
         gateway = GatewaySettings(
             orchestrator_addr=f"127.0.0.1:{running.port}",
             media_root=stack.media_root,
             tokens=TOKEN,
-            uploads_dir=f"{base_dir}/uploads",
-            **{f"{name}_addr": address for name, address in _service_addresses(stack).items()},
+            uploads_dir=uploads.as_posix(),
+            **stack.addresses(),
         )
         server = TestServer(create_app(gateway), host="127.0.0.1")
         await server.start_server()
@@ -471,23 +541,18 @@ async def test_real_stack_upload_watch_and_results(
             await give_token(session)
             job_id = await upload_and_watch(session, shots, "real", timeout_s=600)
             await check_results(session, shots, "real", "SPEAKER_00")
-            report = await session.page.request.get(
-                f"{session.base}/reports/jobs/{job_id}/videos/0"
-            )
+            base = session.base
+            report = await session.page.request.get(f"{base}/reports/jobs/{job_id}/videos/0")
             assert report.ok
             page = await report.text()
             assert "Rapport d&#39;analyse : short_hamilton_clip.mp4" in page
             assert ">Scènes</h2>" in page and ">Visages</h2>" in page
-            await session.page.goto(f"{session.base}/reports/jobs/{job_id}/videos/0")
+            await session.page.goto(f"{base}/reports/jobs/{job_id}/videos/0")
             await session.page.screenshot(path=str(shots / "real-report.png"), full_page=True)
-            await session.page.goto(f"{session.base}/#/system")
-            await session.page.wait_for_selector("tr[data-service] .chip[data-state=serving]")
+            await session.page.goto(f"{base}/#/system")
+            await session.page.wait_for_selector("tr[data-service=scene] .chip[data-state=serving]")
             await session.page.wait_for_selector(".meter-row")
             await session.page.screenshot(path=str(shots / "real-system.png"), full_page=True)
             assert session.errors == []
         finally:
             await server.close()
-
-
-def _service_addresses(stack: Any) -> dict[str, str]:
-    return {key.removesuffix("_addr"): value for key, value in stack.addresses().items()}

@@ -49,6 +49,9 @@ const STATE_LABELS = {
   pending: "Pending",
   succeeded: "Succeeded",
   skipped: "Skipped",
+  serving: "Serving",
+  not_serving: "Not serving",
+  unreachable: "Unreachable",
 };
 
 /** A state chip: the label is text, the colour comes from data-state in the CSS. */

@@ -14,6 +14,8 @@ const THEME_KEY = "gateway.theme";
 const store = new JobStore();
 const live = new LiveConnection(store);
 const ctx = { store, live };
+// For the console and the browser tests: the live connection and the jobs it keeps current.
+window.dashboard = ctx;
 const main = document.getElementById("main");
 let current = null;
 
