@@ -194,18 +194,21 @@ async def check_results(session: Session, shots: Path, prefix: str, speaker: str
     await page.wait_for_selector("canvas.overlay[data-ready=true]")
     assert await page.evaluate("document.activeElement.tagName") == "H1"
     await page.wait_for_function("document.querySelector('video').readyState >= 2")
-    frame = await page.evaluate(
+    hit = await page.evaluate(
         """async (speaker) => {
-            const response = await fetch(location.pathname.replace(/\\/$/, '') +
-              '/api/v1' + location.hash.slice(1) + '/faces');
+            const response = await fetch('/api/v1' + location.hash.slice(1) + '/faces');
             const doc = await response.json();
-            const hit = doc.frames.find(f => f.tracked_objects.some(
-              o => o.is_speaking && o.speaker_label === speaker));
-            return hit ? hit.frame : null;
+            for (const f of doc.frames) {
+              const face = f.tracked_objects.find(
+                o => o.is_speaking && o.speaker_label === speaker);
+              if (face) return {frame: f.frame, face};
+            }
+            return null;
         }""",
         speaker,
     )
-    assert frame is not None, f"no frame where {speaker} speaks on screen"
+    assert hit is not None, f"no frame where {speaker} speaks on screen"
+    frame, face = hit["frame"], hit["face"]
     await page.evaluate(
         "(frame) => { document.querySelector('video').currentTime = (frame - 1) / 25 + 0.02; }",
         frame,
@@ -217,16 +220,32 @@ async def check_results(session: Session, shots: Path, prefix: str, speaker: str
     overlay = await page.eval_on_selector("canvas.overlay", "c => ({...c.dataset})")
     assert int(overlay["boxes"]) >= 1 and int(overlay["speaking"]) >= 1, overlay
     assert f"{speaker} · speaking" in overlay["labels"].split("|"), overlay
-    painted = await page.evaluate(
-        """() => {
+    # The pixels: the box's left edge is painted where the analysed frame's bbox lands on the
+    # displayed picture (scaled, letterbox offset included); its inside stays clear.
+    pixels = await page.evaluate(
+        """(face) => {
+            const video = document.querySelector('video');
             const c = document.querySelector('canvas.overlay');
+            const scale = Math.min(video.clientWidth / video.videoWidth,
+                                   video.clientHeight / video.videoHeight);
+            const ox = (video.clientWidth - video.videoWidth * scale) / 2;
+            const oy = (video.clientHeight - video.videoHeight * scale) / 2;
+            const ratio = c.width / video.clientWidth;
+            const alpha = (x, y) => c.getContext('2d').getImageData(
+              Math.round(x * ratio), Math.round(y * ratio), 1, 1).data[3];
+            const left = ox + face.bbox_xmin * scale;
+            const right = ox + face.bbox_xmax * scale;
+            const middleY = oy + (face.bbox_ymin + face.bbox_ymax) / 2 * scale;
+            let painted = 0;
             const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0;
-            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
-            return n;
-        }"""
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
+            return {edge: alpha(left, middleY), inside: alpha((left + right) / 2, middleY),
+                    painted};
+        }""",
+        face,
     )
-    assert painted > 500, "the overlay canvas is empty"
+    assert pixels["edge"] > 0 and pixels["inside"] == 0, pixels
+    assert pixels["painted"] > 500, pixels
     # The shot strip's thumbnails are real JPEGs; the speaker timeline has the speaker's turns.
     await page.wait_for_function(
         "[...document.querySelectorAll('.shot img')].every(i => i.complete && i.naturalWidth > 0)"
