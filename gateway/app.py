@@ -95,6 +95,17 @@ async def index(_request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page)
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A dashboard file; anything that is not a file inside ``static/`` is a JSON 404."""
+    relative = request.match_info["filename"]
+    path = STATIC_DIR / relative.replace("\x00", "")
+    with contextlib.suppress(OSError, ValueError):
+        path = path.resolve()
+    if STATIC_DIR not in path.parents or not path.is_file():
+        raise ApiError(404, "no such file")
+    return web.FileResponse(path)
+
+
 async def _orchestrator_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one orchestrator channel, its client and the event hub's subscription."""
     settings = app[SETTINGS]
@@ -133,8 +144,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/ws", events.websocket_handler)
     api.setup_routes(app)
     app.router.add_get("/", index)
-    if STATIC_DIR.is_dir():
-        app.router.add_static("/static/", STATIC_DIR, name="static")
+    app.router.add_get("/static/{filename:.+}", static_file, name="static")
     if importlib.util.find_spec("gateway.reports") is not None:
         from gateway import reports
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.config import GatewaySettings
 from gateway.errors import ApiError
@@ -85,7 +86,7 @@ async def receive(request: web.Request, settings: GatewaySettings, media: MediaR
     except ApiError:
         upload.discard()
         raise
-    except (ValueError, ConnectionError, asyncio.IncompleteReadError) as exc:
+    except (ValueError, ConnectionError, asyncio.IncompleteReadError, HttpProcessingError) as exc:
         upload.discard()
         raise ApiError(400, f"malformed or truncated upload ({type(exc).__name__})") from None
     except BaseException:
