@@ -308,11 +308,24 @@ async def check_system_and_reports(session: Session, shots: Path, prefix: str) -
     link = page.locator(".report-links a").first
     href = await link.get_attribute("href")
     assert href is not None and href.startswith("/reports/projects/")
-    report = await page.request.get(session.base + href)
-    assert report.ok and "Rapport de projet" in await report.text()
-    month = await page.input_value("#report-month")
-    monthly = await page.request.get(f"{session.base}/reports/monthly/{month}")
-    assert monthly.ok and "Répartition des Durées par Projet" in await monthly.text()
+    # A report opens in the sandboxed preview (fetched with the token), with a download.
+    await link.click()
+    await page.wait_for_selector("#report-dialog[open]")
+    await page.wait_for_function(
+        "document.querySelector('#report-dialog iframe').srcdoc.includes('Rapport de projet')"
+    )
+    download = await page.get_attribute("#report-dialog a.download", "download")
+    assert download is not None and download.startswith("rapport_projects_")
+    await page.screenshot(path=str(shots / f"{prefix}-report-preview.png"))
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#report-dialog", state="hidden")
+    assert await page.evaluate("document.activeElement.getAttribute('href')") == href
+    await page.click(".inline-form button[type=submit]")
+    await page.wait_for_function(
+        "document.querySelector('#report-dialog iframe').srcdoc"
+        ".includes('Répartition des Durées par Projet')"
+    )
+    await page.keyboard.press("Escape")
 
 
 # Fast tier: the fake orchestrator.
@@ -564,7 +577,7 @@ async def test_real_stack_upload_watch_and_results(
             report = await session.page.request.get(f"{base}/reports/jobs/{job_id}/videos/0")
             assert report.ok
             page = await report.text()
-            assert "Rapport d&#39;analyse : short_hamilton_clip.mp4" in page
+            assert "Rapport d'analyse : short_hamilton_clip.mp4" in page
             assert ">Scènes</h2>" in page and ">Visages</h2>" in page
             await session.page.goto(f"{base}/reports/jobs/{job_id}/videos/0")
             await session.page.screenshot(path=str(shots / "real-report.png"), full_page=True)

@@ -60,7 +60,7 @@ export function promptToken(reason = "") {
 }
 
 function headers(extra = {}) {
-  const result = { Accept: "application/json", ...extra };
+  const result = { Accept: "application/json, text/html", ...extra };
   const token = getToken();
   if (token) result.Authorization = `Bearer ${token}`;
   return result;
@@ -77,8 +77,8 @@ async function errorFrom(response) {
   return new ApiError(response.status, message);
 }
 
-/** fetch + JSON; on 401 asks for a token and tries again (until the user cancels). */
-export async function request(method, path, body = undefined) {
+/** fetch + JSON (or text); on 401 asks for a token and tries again (until the user cancels). */
+export async function request(method, path, body = undefined, as = "json") {
   for (;;) {
     const init = { method, headers: headers() };
     if (body !== undefined) {
@@ -91,7 +91,8 @@ export async function request(method, path, body = undefined) {
       if (token) continue;
     }
     if (!response.ok) throw await errorFrom(response);
-    return response.status === 204 ? null : response.json();
+    if (response.status === 204) return null;
+    return as === "text" ? response.text() : response.json();
   }
 }
 

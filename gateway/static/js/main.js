@@ -9,6 +9,7 @@ import { ResultsView } from "./views/results.js";
 import { SystemView } from "./views/system.js";
 import { SubmitView } from "./views/submit.js";
 import { ReportsView } from "./views/reports.js";
+import { initReportViewer } from "./reportviewer.js";
 
 const THEME_KEY = "gateway.theme";
 const store = new JobStore();
@@ -151,6 +152,7 @@ async function loadJobs() {
 initTheme();
 initToken();
 initStatus();
+initReportViewer();
 window.addEventListener("hashchange", show);
 live.start();
 show();

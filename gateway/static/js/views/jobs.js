@@ -272,7 +272,7 @@ export class JobView {
       append(card.links, [
         el("a", { class: "button", href: `#/jobs/${base}/videos/${video.index}` }, "Open results"),
         " ",
-        el("a", { href: `/reports/jobs/${base}/videos/${video.index}`, target: "_blank", rel: "noopener" }, "Video report"),
+        el("a", { href: `/reports/jobs/${base}/videos/${video.index}`, "data-report": "", target: "_blank", rel: "noopener" }, "Video report"),
         video.from_cache ? el("span", { class: "badge" }, "from cache") : null,
       ]);
     }

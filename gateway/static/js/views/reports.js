@@ -2,6 +2,7 @@
 // each job's page.
 
 import { el } from "../dom.js";
+import { openReport } from "../reportviewer.js";
 
 export class ReportsView {
   constructor(ctx) {
@@ -18,7 +19,7 @@ export class ReportsView {
     }
     const list = el("ul", { class: "report-links" });
     for (const [name, count] of [...projects].sort()) {
-      list.append(el("li", {}, el("a", { href: `/reports/projects/${encodeURIComponent(name)}`, target: "_blank", rel: "noopener" }, name),
+      list.append(el("li", {}, el("a", { href: `/reports/projects/${encodeURIComponent(name)}`, "data-report": "", target: "_blank", rel: "noopener" }, name),
         el("span", { class: "muted" }, ` · ${count} video(s)`)));
     }
     if (!projects.size) list.append(el("li", { class: "muted" }, "No project has results yet."));
@@ -27,7 +28,7 @@ export class ReportsView {
       value: `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}` });
     const form = el("form", { class: "inline-form", onsubmit: (event) => {
       event.preventDefault();
-      if (/^\d{4}-\d{2}$/.test(month.value)) window.open(`/reports/monthly/${month.value}`, "_blank", "noopener");
+      if (/^\d{4}-\d{2}$/.test(month.value)) openReport(`/reports/monthly/${month.value}`);
     } }, el("label", { for: "report-month" }, "Month"), month, el("button", { type: "submit" }, "Open the monthly report"));
     root.append(
       el("h1", { tabindex: "-1" }, "Reports"),

@@ -70,7 +70,7 @@ export class ResultsView {
       downloads.append(el("li", {}, el("a", { href: media(`artifacts/${kind}`), download: "" }, label)));
     }
     downloads.append(el("li", {}, el("a", {
-      href: `/reports/jobs/${encodeURIComponent(this.jobId)}/videos/${this.index}`, target: "_blank", rel: "noopener",
+      href: `/reports/jobs/${encodeURIComponent(this.jobId)}/videos/${this.index}`, "data-report": "", target: "_blank", rel: "noopener",
     }, "Video report")));
 
     root.append(
