@@ -109,7 +109,13 @@ class Session:
         self.base = base
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
+        #: Refused requests (status >= 400), to tell which one a console error is about.
+        self.refused: list[str] = []
         page.on("console", self._console)
+        page.on(
+            "response",
+            lambda r: r.status >= 400 and self.refused.append(f"{r.status} {r.url}"),
+        )
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.on("websocket", self._websocket)
 
@@ -374,7 +380,7 @@ async def test_upload_watch_and_results(
     await check_results(session, shots, "fake", "SPEAKER_00")
     await check_theme_and_keyboard(session, shots, "fake")
     await check_system_and_reports(session, shots, "fake")
-    assert session.errors == []
+    assert session.errors == [], session.refused
 
 
 async def test_names_and_log_lines_stay_text(
@@ -401,7 +407,7 @@ async def test_names_and_log_lines_stay_text(
     assert await page.locator("main img").count() == 0
     assert await page.evaluate("window.__xss") is None
     await page.screenshot(path=str(shots / "xss-job.png"), full_page=True)
-    assert session.errors == []
+    assert session.errors == [], session.refused
 
 
 async def test_orchestrator_loss_is_shown_and_resumed(
@@ -432,7 +438,7 @@ async def test_orchestrator_loss_is_shown_and_resumed(
     )
     detail = await page.text_content(".step[data-step=scene] .step-detail")
     assert detail == "3/10 frames · boundaries · ETA 42 s"
-    assert session.errors == []
+    assert session.errors == [], session.refused
 
 
 async def test_websocket_resumes_after_the_last_event(
@@ -472,7 +478,7 @@ async def test_websocket_resumes_after_the_last_event(
     await page.wait_for_selector(".step[data-step=extract][data-state=succeeded]")
     resumed = [m for m in subscriptions if m["type"] == "subscribe"]
     assert resumed and resumed[-1]["payload"]["after"] >= last, subscriptions
-    assert session.errors == []
+    assert session.errors == [], session.refused
 
 
 async def test_submit_by_path_and_cancel(
@@ -585,6 +591,6 @@ async def test_real_stack_upload_watch_and_results(
             await session.page.wait_for_selector("tr[data-service=scene] .chip[data-state=serving]")
             await session.page.wait_for_selector(".meter-row")
             await session.page.screenshot(path=str(shots / "real-system.png"), full_page=True)
-            assert session.errors == []
+            assert session.errors == [], session.refused
         finally:
             await server.close()

@@ -314,7 +314,8 @@ export class JobView {
       const eta = formatSeconds(step.eta_s);
       if (eta) parts.push(`ETA ${eta}`);
     } else if (step.started_at && step.finished_at) {
-      parts.push(formatSeconds((new Date(step.finished_at) - new Date(step.started_at)) / 1000) || "< 1 s");
+      const seconds = (new Date(step.finished_at) - new Date(step.started_at)) / 1000;
+      parts.push(seconds < 1 ? "< 1 s" : formatSeconds(seconds));
     }
     if (step.error) parts.push(step.error);
     text(item.detail, parts.join(" · "));
