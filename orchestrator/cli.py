@@ -31,9 +31,10 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator import store as st
+from orchestrator import rows as st
 from orchestrator.config import SERVICES, OrchestratorSettings
-from orchestrator.runner import Orchestrator, is_archive, is_video
+from orchestrator.inputs import is_archive, is_video
+from orchestrator.jobs import Orchestrator
 from orchestrator.server import open_orchestrator, serve
 from orchestrator.stack import LocalStack
 from orchestrator.views import STEP_STATE, options_dict
@@ -282,9 +283,7 @@ async def _local_stack(
             )
         else:
             addresses = await stack.start(missing)
-        settings = settings.model_copy(
-            update={f"{name}_addr": address for name, address in addresses.items()}
-        )
+        settings = settings.with_addresses(addresses)
     return settings, stack
 
 
@@ -309,7 +308,7 @@ async def run_command(args: argparse.Namespace) -> int:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(follower, 5)
             follower.cancel()
-            job = await orchestrator.store.get_job(job_id)
+            job = await orchestrator.get_job_row(job_id)
             assert job is not None
             console.print(summary_table(job))
             if job.error:
@@ -335,11 +334,10 @@ async def _resume_or_submit(
 ) -> str:
     """An unfinished job with the same inputs and options continues; else a new job."""
     wanted = options_dict(options)
-    for job_id in await orchestrator.store.unfinished_jobs():
-        job = await orchestrator.store.get_job(job_id)
-        if job and [i.path for i in job.inputs] == inputs and job.options == wanted:
-            await orchestrator.resume(job_id)
-            return job_id
+    for job in await orchestrator.unfinished_job_rows():
+        if [i.path for i in job.inputs] == inputs and job.options == wanted:
+            await orchestrator.resume(job.job_id)
+            return job.job_id
     return await orchestrator.submit(inputs, options, label)
 
 

@@ -1,4 +1,4 @@
-"""Typed clients of the downstream services: one long-lived ``round_robin`` channel per service,
+"""Clients of the downstream services: one long-lived ``round_robin`` channel per service,
 a per-service limit of calls in flight, a deadline on every call, and retries with exponential
 backoff for UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED only.
 
@@ -19,19 +19,10 @@ from typing import Any
 import grpc
 
 from orchestrator.config import OrchestratorSettings
-from protos.videoanalysis.v1 import (
-    audio_pb2,
-    audio_pb2_grpc,
-    common_pb2,
-    ingest_pb2,
-    ingest_pb2_grpc,
-    scene_pb2,
-    scene_pb2_grpc,
-    tracking_pb2,
-    tracking_pb2_grpc,
-)
+from protos.videoanalysis.v1 import common_pb2, ingest_pb2, tracking_pb2
 from services.common import metrics
 from services.common.channels import open_channel
+from services.common.registry import SERVICES, AnalysisService
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +63,40 @@ class RetryPolicy:
         return base * random.uniform(0.8, 1.2)
 
 
-def _ignore_progress(_progress: common_pb2.Progress) -> None:
+def ignore_progress(_progress: common_pb2.Progress) -> None:
     return None
 
 
-def _ignore_retry(_attempt: int, _code: grpc.StatusCode, _details: str, _delay: float) -> None:
+def ignore_retry(_attempt: int, _code: grpc.StatusCode, _details: str, _delay: float) -> None:
     return None
 
 
 class ServiceClient:
-    """What the typed clients share: the channel, the concurrency limit and the retry loop."""
+    """One downstream service: its channel and stub, the limit of calls in flight and the retry
+    loop, for unary calls and for streams of progress then a result."""
 
-    service = ""
-
-    def __init__(self, channel: grpc.aio.Channel, *, concurrency: int, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        service: AnalysisService,
+        channel: grpc.aio.Channel,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+    ) -> None:
+        self.service = service.name
         self.channel = channel
+        self.stub: Any = service.stub(channel)
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self._policy = policy
 
-    async def _unary(
-        self, method: Any, request: Any, *, deadline_s: float, step: str, on_retry: RetryCallback
+    async def unary(
+        self,
+        method: Any,
+        request: Any,
+        *,
+        deadline_s: float,
+        step: str,
+        on_retry: RetryCallback = ignore_retry,
     ) -> Any:
         attempt = 0
         while True:
@@ -102,7 +107,7 @@ class ServiceClient:
             except grpc.aio.AioRpcError as err:
                 await self._after_failure(err, attempt, step, on_retry)
 
-    async def _stream(
+    async def stream(
         self,
         method: Any,
         request: Any,
@@ -133,15 +138,15 @@ class ServiceClient:
                     raise CallFailed(self.service, code, details, attempt) from None
                 await self._after_failure(err, attempt, step, on_retry)
 
-    async def _result_stream(
+    async def result_stream(
         self,
         method: Any,
         request: Any,
         *,
         deadline_s: float,
         step: str,
-        on_progress: ProgressCallback,
-        on_retry: RetryCallback,
+        on_progress: ProgressCallback = ignore_progress,
+        on_retry: RetryCallback = ignore_retry,
         retry: bool = True,
     ) -> Any:
         """A streaming call whose messages carry ``progress`` or the final ``result`` (other
@@ -154,7 +159,7 @@ class ServiceClient:
             elif message.HasField("result"):
                 results.append(message.result)
 
-        await self._stream(
+        await self.stream(
             method,
             request,
             deadline_s=deadline_s,
@@ -192,24 +197,38 @@ class ServiceClient:
         await asyncio.sleep(delay)
 
 
-class IngestClient(ServiceClient):
-    service = "ingest"
+@dataclass
+class TrackingOutput:
+    """Everything one Track call streamed: the frames (in order) and the summary."""
 
-    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self._stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    frames: list[tracking_pb2.FrameFaces] = field(default_factory=list)
+    summary: tracking_pb2.TrackSummary | None = None
+
+    def add(self, message: tracking_pb2.TrackResponse) -> None:
+        """Takes in one streamed (or stored) message's frames or summary."""
+        if message.HasField("frames"):
+            self.frames.extend(message.frames.frames)
+        elif message.HasField("summary"):
+            self.summary = message.summary
+
+
+class IngestCalls:
+    """The ingest service's three calls, typed (the other services have one call each)."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
 
     async def probe(
-        self, path: str, *, deadline_s: float, on_retry: RetryCallback = _ignore_retry
+        self, path: str, *, deadline_s: float, on_retry: RetryCallback = ignore_retry
     ) -> common_pb2.VideoInfo:
-        response = await self._unary(
-            self._stub.Probe,
+        response = await self.client.unary(
+            self.client.stub.Probe,
             ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=path)),
             deadline_s=deadline_s,
             step="probe",
             on_retry=on_retry,
         )
-        return response.info
+        return response.info  # type: ignore[no-any-return]
 
     async def normalize(
         self,
@@ -217,12 +236,12 @@ class IngestClient(ServiceClient):
         output_path: str,
         *,
         deadline_s: float,
-        on_progress: ProgressCallback = _ignore_progress,
-        on_retry: RetryCallback = _ignore_retry,
+        on_progress: ProgressCallback = ignore_progress,
+        on_retry: RetryCallback = ignore_retry,
     ) -> ingest_pb2.NormalizeVideoResult:
         """Re-encodes ``path`` to 25 fps CFR at ``output_path`` (idempotent: same output path)."""
-        result: ingest_pb2.NormalizeVideoResult = await self._result_stream(
-            self._stub.NormalizeVideo,
+        result: ingest_pb2.NormalizeVideoResult = await self.client.result_stream(
+            self.client.stub.NormalizeVideo,
             ingest_pb2.NormalizeVideoRequest(
                 media=common_pb2.MediaRef(path=path), output_path=output_path
             ),
@@ -240,12 +259,12 @@ class IngestClient(ServiceClient):
         *,
         delete_source: bool,
         deadline_s: float,
-        on_progress: ProgressCallback = _ignore_progress,
+        on_progress: ProgressCallback = ignore_progress,
     ) -> ingest_pb2.ExtractArchiveResult:
         """Extracts an archive. Not retried: a second extraction could rename members that the
         first one already wrote."""
-        result: ingest_pb2.ExtractArchiveResult = await self._result_stream(
-            self._stub.ExtractArchive,
+        result: ingest_pb2.ExtractArchiveResult = await self.client.result_stream(
+            self.client.stub.ExtractArchive,
             ingest_pb2.ExtractArchiveRequest(
                 archive=common_pb2.MediaRef(path=archive),
                 output_dir=output_dir,
@@ -254,121 +273,47 @@ class IngestClient(ServiceClient):
             deadline_s=deadline_s,
             step="extract",
             on_progress=on_progress,
-            on_retry=_ignore_retry,
             retry=False,
         )
         return result
 
 
-class SceneClient(ServiceClient):
-    service = "scene"
+async def track(
+    client: ServiceClient,
+    request: tracking_pb2.TrackRequest,
+    *,
+    deadline_s: float,
+    on_progress: ProgressCallback = ignore_progress,
+    on_retry: RetryCallback = ignore_retry,
+) -> TrackingOutput:
+    """A Track call: its frames (sorted) and its summary, from the attempt that finished."""
+    output = TrackingOutput()
 
-    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self._stub = scene_pb2_grpc.SceneServiceStub(channel)
+    def restart() -> None:
+        output.frames.clear()
+        output.summary = None
 
-    async def detect(
-        self,
-        request: scene_pb2.DetectScenesRequest,
-        *,
-        deadline_s: float,
-        on_progress: ProgressCallback = _ignore_progress,
-        on_retry: RetryCallback = _ignore_retry,
-    ) -> scene_pb2.SceneResult:
-        result: scene_pb2.SceneResult = await self._result_stream(
-            self._stub.DetectScenes,
-            request,
-            deadline_s=deadline_s,
-            step="scene",
-            on_progress=on_progress,
-            on_retry=on_retry,
+    def on_message(message: tracking_pb2.TrackResponse) -> None:
+        if message.HasField("progress"):
+            on_progress(message.progress)
+        else:
+            output.add(message)
+
+    await client.stream(
+        client.stub.Track,
+        request,
+        deadline_s=deadline_s,
+        step="tracking",
+        on_message=on_message,
+        restart=restart,
+        on_retry=on_retry,
+    )
+    if output.summary is None:
+        raise CallFailed(
+            client.service, grpc.StatusCode.INTERNAL, "stream ended without a summary", 1
         )
-        return result
-
-
-class AudioClient(ServiceClient):
-    service = "audio"
-
-    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self._stub = audio_pb2_grpc.AudioServiceStub(channel)
-
-    async def diarize(
-        self,
-        request: audio_pb2.DiarizeRequest,
-        *,
-        deadline_s: float,
-        on_progress: ProgressCallback = _ignore_progress,
-        on_retry: RetryCallback = _ignore_retry,
-    ) -> audio_pb2.DiarizeResult:
-        result: audio_pb2.DiarizeResult = await self._result_stream(
-            self._stub.Diarize,
-            request,
-            deadline_s=deadline_s,
-            step="audio",
-            on_progress=on_progress,
-            on_retry=on_retry,
-        )
-        return result
-
-
-@dataclass
-class TrackingOutput:
-    """Everything one Track call streamed: the frames (in order) and the summary."""
-
-    frames: list[tracking_pb2.FrameFaces] = field(default_factory=list)
-    summary: tracking_pb2.TrackSummary | None = None
-
-    def add(self, message: tracking_pb2.TrackResponse) -> None:
-        """Takes in one streamed (or stored) message's frames or summary."""
-        if message.HasField("frames"):
-            self.frames.extend(message.frames.frames)
-        elif message.HasField("summary"):
-            self.summary = message.summary
-
-
-class TrackingClient(ServiceClient):
-    service = "tracking"
-
-    def __init__(self, channel: grpc.aio.Channel, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self._stub = tracking_pb2_grpc.TrackingServiceStub(channel)
-
-    async def track(
-        self,
-        request: tracking_pb2.TrackRequest,
-        *,
-        deadline_s: float,
-        on_progress: ProgressCallback = _ignore_progress,
-        on_retry: RetryCallback = _ignore_retry,
-    ) -> TrackingOutput:
-        output = TrackingOutput()
-
-        def restart() -> None:
-            output.frames.clear()
-            output.summary = None
-
-        def on_message(message: tracking_pb2.TrackResponse) -> None:
-            if message.HasField("progress"):
-                on_progress(message.progress)
-            else:
-                output.add(message)
-
-        await self._stream(
-            self._stub.Track,
-            request,
-            deadline_s=deadline_s,
-            step="tracking",
-            on_message=on_message,
-            restart=restart,
-            on_retry=on_retry,
-        )
-        if output.summary is None:
-            raise CallFailed(
-                self.service, grpc.StatusCode.INTERNAL, "stream ended without a summary", 1
-            )
-        output.frames.sort(key=lambda f: f.frame_index)
-        return output
+    output.frames.sort(key=lambda f: f.frame_index)
+    return output
 
 
 #: gRPC's default reconnect backoff grows to 120 s; a replica that restarts (crash, rollout) would
@@ -385,14 +330,30 @@ def open_service_channel(addresses: str, max_message_bytes: int) -> grpc.aio.Cha
     return open_channel(addresses, max_message_bytes, extra_options=_FAST_RECONNECT)
 
 
-@dataclass
 class Clients:
-    """One client per downstream service, sharing nothing but the retry policy."""
+    """One client per service of the registry (``clients.scene``), sharing the retry policy."""
 
-    ingest: IngestClient
-    scene: SceneClient
-    audio: AudioClient
-    tracking: TrackingClient
+    def __init__(self, clients: dict[str, ServiceClient]) -> None:
+        self._clients = clients
+
+    def __getitem__(self, name: str) -> ServiceClient:
+        return self._clients[name]
+
+    @property
+    def ingest(self) -> IngestCalls:
+        return IngestCalls(self._clients["ingest"])
+
+    @property
+    def scene(self) -> ServiceClient:
+        return self._clients["scene"]
+
+    @property
+    def audio(self) -> ServiceClient:
+        return self._clients["audio"]
+
+    @property
+    def tracking(self) -> ServiceClient:
+        return self._clients["tracking"]
 
     @classmethod
     def open(cls, settings: OrchestratorSettings) -> Clients:
@@ -401,20 +362,20 @@ class Clients:
             initial_backoff_s=settings.retry_initial_backoff_s,
             max_backoff_s=settings.retry_max_backoff_s,
         )
-
-        def kwargs(service: str) -> dict[str, Any]:
-            return {"concurrency": settings.concurrency_of(service), "policy": policy}
-
-        def channel(service: str) -> grpc.aio.Channel:
-            return open_service_channel(settings.address_of(service), settings.max_message_bytes)
-
         return cls(
-            ingest=IngestClient(channel("ingest"), **kwargs("ingest")),
-            scene=SceneClient(channel("scene"), **kwargs("scene")),
-            audio=AudioClient(channel("audio"), **kwargs("audio")),
-            tracking=TrackingClient(channel("tracking"), **kwargs("tracking")),
+            {
+                service.name: ServiceClient(
+                    service,
+                    open_service_channel(
+                        settings.address_of(service.name), settings.max_message_bytes
+                    ),
+                    concurrency=settings.link(service.name).concurrency,
+                    policy=policy,
+                )
+                for service in SERVICES
+            }
         )
 
     async def close(self) -> None:
-        for client in (self.ingest, self.scene, self.audio, self.tracking):
+        for client in self._clients.values():
             await client.channel.close()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from orchestrator.clients import Clients
 from orchestrator.config import SERVICES, OrchestratorSettings
-from orchestrator.runner import Orchestrator
+from orchestrator.jobs import Orchestrator
 from orchestrator.servicer import OrchestratorServicer
 from orchestrator.store import JobStore
 from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -47,7 +47,7 @@ async def open_orchestrator(settings: OrchestratorSettings) -> AsyncIterator[Orc
             "no address for " + ", ".join(missing) + " (set ORCH_<SERVICE>_ADDR, or use "
             "`python -m orchestrator serve`, which starts missing services locally)"
         )
-    store = await JobStore.open(settings.database())
+    store = await JobStore.open(settings.database(), log_lines_per_job=settings.log_lines_per_job)
     clients = Clients.open(settings)
     orchestrator = Orchestrator(settings, store, clients)
     try:

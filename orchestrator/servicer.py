@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from orchestrator.runner import Orchestrator
+from orchestrator.jobs import Orchestrator
 from orchestrator.views import JOB_STATE_NAME
 from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from services.common.errors import InvalidArgument, MediaNotFound
@@ -64,6 +64,34 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             _check_id(request.job_id)
             async for event in self._orchestrator.watch(request.job_id):
                 yield event
+
+    async def WatchJobs(
+        self, request: orchestrator_pb2.WatchJobsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orchestrator_pb2.JobEvent]:
+        async with mapped_errors(context):
+            if request.after_sequence < 0 or request.snapshot_limit < 0:
+                raise InvalidArgument("after_sequence and snapshot_limit cannot be negative")
+            for job_id in request.job_ids:
+                _check_id(job_id)
+            async for event in self._orchestrator.watch_jobs(
+                list(request.job_ids),
+                after_sequence=request.after_sequence,
+                snapshot=request.snapshot,
+                snapshot_limit=request.snapshot_limit,
+            ):
+                yield event
+
+    async def GetJobLogs(
+        self, request: orchestrator_pb2.GetJobLogsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.GetJobLogsResponse:
+        async with mapped_errors(context):
+            _check_id(request.job_id)
+            if request.after_sequence < 0 or request.limit < 0:
+                raise InvalidArgument("after_sequence and limit cannot be negative")
+            lines = await self._orchestrator.logs(
+                request.job_id, request.after_sequence, request.limit
+            )
+            return orchestrator_pb2.GetJobLogsResponse(lines=lines)
 
     async def _job(self, job_id: str) -> orchestrator_pb2.Job:
         _check_id(job_id)

@@ -1,8 +1,10 @@
-"""The embedded default: the analysis services as local child processes on loopback ports.
+"""The embedded default: the platform's processes as local children on loopback ports.
 
-Each service runs as ``python -m services.<name>`` (its own process, its own models and threads:
-the same binaries as in Kubernetes, only the addresses differ). The stack waits until every
-service reports SERVING on ``grpc.health.v1`` (models loaded). Children get SIGTERM when the
+Each runs as ``python -m <package>`` (its own process, its own models and threads: the same
+binaries as in Kubernetes, only the addresses differ): the analysis services of the registry, and
+the processes in front of the orchestrator (the download monitor, the gateway). The stack waits
+until each reports ready: SERVING on ``grpc.health.v1`` (models loaded), or ``/healthz`` for the
+gateway. Children get SIGTERM when the
 stack stops, and also when the parent dies (``PR_SET_PDEATHSIG``), so a killed orchestrator leaves
 no orphan services behind. Their JSON logs go to one file per service.
 """
@@ -23,19 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.videoanalysis.v1 import audio_pb2, ingest_pb2, scene_pb2, tracking_pb2
+from services.common import registry
 
 log = logging.getLogger(__name__)
 
-HEALTH_NAMES = {
-    "ingest": ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-    "scene": scene_pb2.DESCRIPTOR.services_by_name["SceneService"].full_name,
-    "audio": audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name,
-    "tracking": tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
-}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
 
@@ -50,6 +47,32 @@ def _die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM when the parent process dies."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process the local stack can start."""
+
+    name: str
+    package: str
+    #: gRPC readiness key; empty when ``http_health`` is used instead.
+    health_name: str = ""
+    #: An HTTP path answering 200 once the process is ready.
+    http_health: str = ""
+
+
+#: Besides the analysis services: what ``orchestrator serve`` starts in front of the orchestrator.
+COMPANIONS = {
+    "downloads": Process("downloads", "services.downloads", "videoanalysis.v1.DownloadsService"),
+    "gateway": Process("gateway", "gateway", http_health="/healthz"),
+}
+
+
+def process_of(name: str) -> Process:
+    if name in COMPANIONS:
+        return COMPANIONS[name]
+    service = registry.service(name)
+    return Process(name, service.package, service.health_name)
 
 
 @dataclass
@@ -90,7 +113,8 @@ class LocalStack:
         metrics_port: int = -1,
         env: dict[str, str] | None = None,
     ) -> LocalService:
-        """Starts ``services.<name>`` on ``port`` (a free one by default); does not wait.
+        """Starts the process ``name`` (a registry service or a companion) on ``port`` (a free one
+        by default), without waiting for it.
         ``metrics_port`` -1 (the default) turns its Prometheus endpoint off; ``env`` adds
         settings to the inherited environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +131,7 @@ class LocalStack:
                 [
                     self.python,
                     "-m",
-                    f"services.{name}",
+                    process_of(name).package,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -139,9 +163,12 @@ class LocalStack:
         return {name: self.services[name].address for name in names}
 
     async def wait_ready(self, name: str, timeout_s: float = 600.0) -> None:
-        service = self.services[name]
+        service, spec = self.services[name], process_of(name)
         deadline = time.monotonic() + timeout_s
-        async with grpc.aio.insecure_channel(service.address) as channel:
+        async with (
+            grpc.aio.insecure_channel(service.address) as channel,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
+        ):
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 if service.process.poll() is not None:
@@ -149,12 +176,19 @@ class LocalStack:
                         f"{name} exited with code {service.process.returncode} while starting; "
                         f"its log ({service.log_path}) ends with:\n{service.log_tail()}"
                     )
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    reply = await stub.Check(
-                        health_pb2.HealthCheckRequest(service=HEALTH_NAMES[name]), timeout=2
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
+                if spec.http_health:
+                    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                        url = f"http://{service.address}{spec.http_health}"
+                        async with http.get(url) as response:
+                            if response.status == 200:
+                                return
+                else:
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        reply = await stub.Check(
+                            health_pb2.HealthCheckRequest(service=spec.health_name), timeout=2
+                        )
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                            return
                 if time.monotonic() > deadline:
                     raise ServiceStartError(
                         f"{name} was not ready after {timeout_s:.0f} s (log: {service.log_path})"

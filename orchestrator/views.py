@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import json_format, timestamp_pb2
 
-from orchestrator import store as st
+from orchestrator import rows as st
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2
 
 JOB_STATE = {
@@ -138,9 +138,18 @@ def video_proto(
         error=video.error,
         output_dir=video.output_dir,
         from_cache=video.from_cache,
+        index=video.idx,
+        normalized_path=_kept_normalized(video),
         steps=[
             step_proto(video.steps[name], live.get((video.idx, name)))
             for name in st.STEP_NAMES
             if name in video.steps
         ],
     )
+
+
+def _kept_normalized(video: st.VideoRow) -> str:
+    """Where the normalised file was written (whether it is still there is the caller's
+    business: see ``Recorder.snapshots``)."""
+    step = video.steps.get("normalize")
+    return str(step.result.get("path", "")) if step is not None else ""

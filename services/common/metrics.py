@@ -85,6 +85,34 @@ CACHE_HITS = Counter(
     "Videos whose results came from the content-hash archive.",
 )
 
+# Download monitor.
+DOWNLOADS = Counter(
+    "videoanalysis_downloads_total",
+    "Downloads finished, by outcome (completed, dry_run, or the failure reason).",
+    ["outcome"],
+)
+DOWNLOADS_BYTES = Counter(
+    "videoanalysis_downloads_bytes_total",
+    "Bytes received by downloads (failed attempts included).",
+)
+DOWNLOADS_SECONDS = Histogram(
+    "videoanalysis_downloads_duration_seconds",
+    "Time from the start of a download to its outcome (every attempt included).",
+    ["outcome"],
+    buckets=DURATION_BUCKETS,
+)
+DOWNLOADS_ACTIVE = Gauge("videoanalysis_downloads_active", "Downloads running now.")
+DOWNLOADS_WEBHOOK_POLL_ERRORS = Counter(
+    "videoanalysis_downloads_webhook_poll_errors_total",
+    "Failed webhook requests, by reason (http_error, timeout, network_error, bad_json).",
+    ["reason"],
+)
+DOWNLOADS_JOBS_SUBMITTED = Counter(
+    "videoanalysis_downloads_jobs_submitted_total",
+    "Downloads handed to the orchestrator as jobs, by outcome (submitted, failed).",
+    ["outcome"],
+)
+
 # Gateway.
 WS_CONNECTIONS = Gauge("videoanalysis_gateway_websocket_connections", "Open websockets.")
 HTTP_REQUESTS = Counter(

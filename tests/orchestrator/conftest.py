@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import SERVICES, OrchestratorSettings
-from orchestrator.runner import Orchestrator
+from orchestrator.jobs import Orchestrator
 from orchestrator.server import open_orchestrator
 from orchestrator.stack import LocalStack
 
@@ -129,6 +129,7 @@ def job_settings(stack: Stack, request: pytest.FixtureRequest) -> OrchestratorSe
         work_dir=f"{base}/work",
         retry_initial_backoff_s=0.25,
         retry_attempts=12,  # a restarted service may need a minute on a busy machine
+        keep_normalized=False,
         **stack.addresses(),
     )
 

@@ -26,11 +26,14 @@ from prometheus_client import REGISTRY
 from orchestrator import legacy
 from orchestrator import store as st
 from orchestrator.config import OrchestratorSettings
+from orchestrator.jobs import Orchestrator
 from orchestrator.outputs import leftover_temp_files
-from orchestrator.runner import Orchestrator
 from orchestrator.server import open_orchestrator
 from orchestrator.stack import free_port
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+
+#: Every test runs jobs on the real services.
+pytestmark = pytest.mark.slow
 
 HAMILTON = (
     Path(__file__).resolve().parents[3]
@@ -495,10 +498,7 @@ def _serve(settings: OrchestratorSettings, port: int, log: Path) -> subprocess.P
         "ORCH_WORK_DIR": settings.work_dir,
         "ORCH_EXTRACT_DIR": settings.extract_dir,
         "ORCH_METRICS_PORT": "-1",
-        "ORCH_INGEST_ADDR": settings.ingest_addr,
-        "ORCH_SCENE_ADDR": settings.scene_addr,
-        "ORCH_AUDIO_ADDR": settings.audio_addr,
-        "ORCH_TRACKING_ADDR": settings.tracking_addr,
+        **{f"ORCH_{name.upper()}_ADDR": link.addr for name, link in settings.services.items()},
     }
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -528,7 +528,8 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
             events = []
 
             async def watch() -> None:
-                async for event in stub.WatchJob(orchestrator_pb2.WatchJobRequest(job_id=job_id)):
+                request = orchestrator_pb2.WatchJobsRequest(job_ids=[job_id], snapshot=True)
+                async for event in stub.WatchJobs(request):
                     events.append(event)
 
             watcher = asyncio.create_task(watch())
@@ -548,9 +549,21 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
                 await watcher
             assert events[0].HasField("snapshot") and any(e.HasField("step") for e in events)
 
+        last_seen = events[-1].sequence
         server = _serve(job_settings, port, log)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+            await channel.channel_ready()
+            resumed = []
+            request = orchestrator_pb2.WatchJobsRequest(job_ids=[job_id], after_sequence=last_seen)
+            async with asyncio.timeout(300):
+                async for event in stub.WatchJobs(request):
+                    resumed.append(event)
+                    if event.HasField("snapshot") and event.snapshot.state not in (
+                        orchestrator_pb2.JOB_STATE_QUEUED,
+                        orchestrator_pb2.JOB_STATE_RUNNING,
+                    ):
+                        break
             final = await _grpc_wait(
                 stub,
                 job_id,
@@ -591,9 +604,17 @@ async def test_the_orchestrator_killed_mid_job_resumes_after_a_restart(
     store = await st.JobStore.open(job_settings.database())
     try:
         job = await store.get_job(job_id)
+        stored = await store.events_after(last_seen, [job_id], limit=100_000)
     finally:
         await store.close()
     assert job is not None
+    # The watcher that came back with its last sequence got every stored event after it, once
+    # and in order (superseded progress may be gone from the store, never an event it missed).
+    received = [e.sequence for e in resumed]
+    assert received == sorted(set(received)) and received[0] > last_seen
+    assert {e.sequence for e in stored} <= set(received)
+    assert not {e.sequence for e in events} & set(received)
+    assert not any(e.HasField("resync") for e in resumed)
     check_legacy_outputs(job_settings.media_root, job.videos[0])
     check_archive(job_settings, job.videos[0])
     assert leftover_temp_files(job_settings.media_root) == []
@@ -648,10 +669,7 @@ def _cli(settings: OrchestratorSettings, *args: str) -> subprocess.CompletedProc
         "ORCH_ARCHIVES_DIR": settings.archives_dir,
         "ORCH_WORK_DIR": settings.work_dir,
         "ORCH_DB_PATH": str(settings.db_path),
-        "ORCH_INGEST_ADDR": settings.ingest_addr,
-        "ORCH_SCENE_ADDR": settings.scene_addr,
-        "ORCH_AUDIO_ADDR": settings.audio_addr,
-        "ORCH_TRACKING_ADDR": settings.tracking_addr,
+        **{f"ORCH_{name.upper()}_ADDR": link.addr for name, link in settings.services.items()},
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -702,11 +720,8 @@ async def test_round_robin_uses_the_live_replica_when_another_is_down(
     job_settings: OrchestratorSettings, put: Callable[..., str]
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    settings = job_settings.model_copy(
-        update={
-            name: f"{dead},{getattr(job_settings, name)}"
-            for name in ("scene_addr", "audio_addr", "tracking_addr")
-        }
+    settings = job_settings.with_addresses(
+        {name: f"{dead},{job_settings.address_of(name)}" for name in ("scene", "audio", "tracking")}
     )
     async with open_orchestrator(settings) as running:
         clip = put(HAMILTON, "replicas.mp4", start_s=4, duration_s=2)

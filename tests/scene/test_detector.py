@@ -77,6 +77,7 @@ def test_decoding_matches_the_reference_ffmpeg_call(threads: int) -> None:
     np.testing.assert_array_equal(ours, reference)
 
 
+@pytest.mark.slow
 def test_a_forward_pass_stops_at_the_next_layer_when_asked() -> None:
     model = shared_model("cpu")
     calls = []
@@ -92,6 +93,7 @@ def test_a_forward_pass_stops_at_the_next_layer_when_asked() -> None:
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_cancelling_stops_decoding_and_inference(ffmpeg_children) -> None:
     detector = SceneDetector(device="cpu", batch_windows=1)
     detector.load()
@@ -125,6 +127,7 @@ def test_cuda_matches_the_cpu(amp: bool, tolerance: float) -> None:
         assert np.abs(expected - got).max() <= tolerance
 
 
+@pytest.mark.slow
 def test_cpu_bfloat16_is_opt_in_and_stays_close_on_real_cuts() -> None:
     """bfloat16 on the CPU really changes the arithmetic (so it ran), but only slightly."""
     video = TESTDATA / "scenes" / "cuts_dev_1.mp4"
@@ -143,6 +146,7 @@ def test_cpu_bfloat16_is_opt_in_and_stays_close_on_real_cuts() -> None:
         SceneDetector(cpu_precision="float16")
 
 
+@pytest.mark.slow
 def test_logits_of_the_wanted_frames_only_are_those_of_the_full_pass() -> None:
     model = shared_model("cpu")
     frames = torch.from_numpy(np.stack([_distinct_frames(100), _distinct_frames(100)[::-1]]))

@@ -22,6 +22,9 @@ from services.scene.config import SceneSettings
 from services.scene.evaluation import Transition, load_truth, score_boundaries
 from services.scene.server import SERVICE_NAME, build_services
 
+#: Each test loads TransNetV2 in a real server.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 Request = scene_pb2.DetectScenesRequest

@@ -77,6 +77,7 @@ def test_the_tile_with_fewest_multiplications_is_chosen() -> None:
     assert winograd.best_tile(4, 4) == 4
 
 
+@pytest.mark.slow
 def test_the_model_gives_the_direct_convolutions_probabilities_on_real_cuts() -> None:
     frames = iter_decoded_frames(TESTDATA / "scenes" / "cuts_dev_1.mp4")
     windows = torch.from_numpy(
@@ -91,6 +92,7 @@ def test_the_model_gives_the_direct_convolutions_probabilities_on_real_cuts() ->
             assert difference <= 1e-5
 
 
+@pytest.mark.slow
 def test_without_a_compiler_the_direct_convolution_is_kept(tmp_path) -> None:
     probe = (
         "import json, logging; logging.basicConfig()\n"

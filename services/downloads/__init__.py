@@ -1,0 +1,1 @@
+"""The download monitor: webhook → Dropbox download → SQLite history → orchestrator job."""

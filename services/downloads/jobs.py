@@ -1,0 +1,39 @@
+"""Completed downloads become jobs through the orchestrator's gRPC API (``SubmitJob``)."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from services.common.channels import open_channel
+from services.downloads.monitor import SubmitError
+
+
+class OrchestratorJobs:
+    """One long-lived channel to the orchestrator.
+
+    SubmitJob is not idempotent, so it is never retried: the call waits (``wait_for_ready``, up to
+    ``timeout_s``) for the orchestrator to be reachable and is made once; a failure leaves the
+    download FAILED with ``submit_failed`` for RetryDownload.
+    """
+
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self._channel = open_channel(address)
+        self._stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def submit(self, path: str, label: str) -> str:
+        try:
+            job = await self._stub.SubmitJob(
+                orchestrator_pb2.SubmitJobRequest(
+                    inputs=[common_pb2.MediaRef(path=path)], label=label
+                ),
+                timeout=self._timeout_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise SubmitError(f"SubmitJob failed: {err.code().name}: {err.details()}") from err
+        return str(job.job_id)
+
+    async def close(self) -> None:
+        await self._channel.close(None)
