@@ -119,7 +119,7 @@ async def _orchestrator_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
-        await channel.close()
+        await channel.close(None)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -135,7 +135,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[MEDIA] = MediaRoot(settings.media_root)
-    app[SOCKETS] = weakref.WeakSet()
+    sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+    app[SOCKETS] = sockets
     app.cleanup_ctx.append(contextlib.asynccontextmanager(_orchestrator_ctx))
     app.on_shutdown.append(_close_sockets)
 

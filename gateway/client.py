@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
-WatchCall = grpc.aio.UnaryStreamCall  # a WatchJobs stream (iterate it; cancel() to stop)
+#: A WatchJobs stream (iterate it; ``cancel()`` to stop).
+WatchCall = grpc.aio.UnaryStreamCall[Any, orchestrator_pb2.JobEvent]
 
 
 class OrchestratorClient:
@@ -33,7 +36,9 @@ class OrchestratorClient:
         request = orchestrator_pb2.GetJobRequest(job_id=job_id)
         return await self._stub.GetJob(request, timeout=self._timeout_s)
 
-    async def list(self, limit: int = 0, states: Sequence[int] = ()) -> list[orchestrator_pb2.Job]:
+    async def list(
+        self, limit: int = 0, states: Sequence[Any] = ()
+    ) -> builtins.list[orchestrator_pb2.Job]:
         request = orchestrator_pb2.ListJobsRequest(limit=limit, states=list(states))
         response = await self._stub.ListJobs(request, timeout=self._timeout_s)
         return list(response.jobs)
@@ -44,7 +49,7 @@ class OrchestratorClient:
 
     async def logs(
         self, job_id: str, after: int = 0, limit: int = 0
-    ) -> list[orchestrator_pb2.JobEvent]:
+    ) -> builtins.list[orchestrator_pb2.JobEvent]:
         request = orchestrator_pb2.GetJobLogsRequest(
             job_id=job_id, after_sequence=after, limit=limit
         )

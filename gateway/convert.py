@@ -8,25 +8,13 @@ from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
+from orchestrator import views
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2
 
-JOB_STATES = {
-    orchestrator_pb2.JOB_STATE_QUEUED: "queued",
-    orchestrator_pb2.JOB_STATE_RUNNING: "running",
-    orchestrator_pb2.JOB_STATE_COMPLETED: "completed",
-    orchestrator_pb2.JOB_STATE_COMPLETED_WITH_ERRORS: "completed_with_errors",
-    orchestrator_pb2.JOB_STATE_FAILED: "failed",
-    orchestrator_pb2.JOB_STATE_CANCELLED: "cancelled",
-}
-JOB_STATE_BY_NAME = {name: value for value, name in JOB_STATES.items()}
-STEP_STATES = {
-    orchestrator_pb2.STEP_STATE_PENDING: "pending",
-    orchestrator_pb2.STEP_STATE_RUNNING: "running",
-    orchestrator_pb2.STEP_STATE_SUCCEEDED: "succeeded",
-    orchestrator_pb2.STEP_STATE_FAILED: "failed",
-    orchestrator_pb2.STEP_STATE_SKIPPED: "skipped",
-    orchestrator_pb2.STEP_STATE_CANCELLED: "cancelled",
-}
+#: Proto enum values to the lower-case names the orchestrator's store uses too.
+JOB_STATES = dict(views.JOB_STATE_NAME)
+JOB_STATE_BY_NAME = dict(views.JOB_STATE)
+STEP_STATES = {value: name for name, value in views.STEP_STATE.items()}
 EVENT_KINDS = ("snapshot", "step", "error", "log", "state", "resync", "synced")
 
 
@@ -80,7 +68,7 @@ def video_json(video: orchestrator_pb2.VideoStatus) -> dict[str, Any]:
 
 
 def options_json(options: orchestrator_pb2.JobOptions) -> dict[str, Any]:
-    return json_format.MessageToDict(options, preserving_proto_field_name=True)
+    return views.options_dict(options)
 
 
 def options_proto(data: object) -> orchestrator_pb2.JobOptions:
@@ -88,7 +76,7 @@ def options_proto(data: object) -> orchestrator_pb2.JobOptions:
     if not isinstance(data, dict):
         raise ValueError("options must be a JSON object")
     try:
-        return json_format.ParseDict(data, orchestrator_pb2.JobOptions())
+        return views.options_proto(data)
     except json_format.ParseError as exc:
         raise ValueError(f"bad options: {exc}") from None
 

@@ -32,7 +32,7 @@ import grpc
 from aiohttp import WSMsgType, web
 
 from gateway.auth import bearer_token, token_valid
-from gateway.client import OrchestratorClient
+from gateway.client import OrchestratorClient, WatchCall
 from gateway.config import GatewaySettings
 from gateway.convert import event_json
 from gateway.keys import HUB, SETTINGS, SOCKETS
@@ -220,7 +220,7 @@ class EventHub:
         self._connected_event = asyncio.Event()
         self._catch_up_slots = asyncio.Semaphore(4)
         self._tasks: list[asyncio.Task[None]] = []
-        self._call: grpc.aio.UnaryStreamCall | None = None
+        self._call: WatchCall | None = None
 
     # Lifecycle.
 
@@ -277,7 +277,7 @@ class EventHub:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
 
-    async def _mark_connected_when_serving(self, call: grpc.aio.UnaryStreamCall) -> None:
+    async def _mark_connected_when_serving(self, call: WatchCall) -> None:
         """The stream carries nothing until an event happens: a health check on the same
         channel tells when the orchestrator is back."""
         while not call.done():

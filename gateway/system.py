@@ -39,7 +39,7 @@ async def services(request: web.Request) -> web.Response:
             try:
                 status = await health_status(channel, SERVICE_NAMES[name], timeout)
             finally:
-                await channel.close()
+                await channel.close(None)
         return {"name": name, "address": address, "status": status}
 
     targets = [("orchestrator", settings.orchestrator_addr)]
@@ -57,7 +57,7 @@ def figures(media_root: str) -> dict[str, Any]:
     memory = psutil.virtual_memory()
     try:
         disk = psutil.disk_usage(media_root)
-        disk_figures = {"used": disk.used, "total": disk.total}
+        disk_figures: dict[str, int | None] = {"used": disk.used, "total": disk.total}
     except OSError:
         disk_figures = {"used": None, "total": None}
     return {

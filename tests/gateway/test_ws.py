@@ -191,10 +191,11 @@ async def test_orchestrator_loss_and_reconnect_from_the_last_sequence(
     assert metric("videoanalysis_gateway_orchestrator_connected") == 1
 
 
-async def test_a_lagging_client_gets_coalesced_progress_and_others_everything(
-    gateway, fake: FakeOrchestrator
-) -> None:
-    client = await gateway(ws_queue_events=5_000)
+async def fast_and_slow(
+    client: TestClient, fake: FakeOrchestrator
+) -> tuple[str, Any, RawWebSocket]:
+    """A job, a client that reads everything at once and one (a raw socket with a tiny receive
+    buffer) that reads nothing until the test says so; both subscribed to every job."""
     job = fake.add_job(["p/a.mp4"]).job_id
     fast = await connect(client)
     await synced(fast)
@@ -204,6 +205,14 @@ async def test_a_lagging_client_gets_coalesced_progress_and_others_everything(
     assert (await slow.receive_json())["type"] == "hello"
     await slow.send_json({"type": "subscribe", "payload": {"after": fake.sequence}})
     await asyncio.sleep(0.2)
+    return job, fast, slow
+
+
+async def test_a_lagging_client_gets_coalesced_progress_and_others_everything(
+    gateway, fake: FakeOrchestrator
+) -> None:
+    client = await gateway(ws_queue_events=5_000)
+    job, fast, slow = await fast_and_slow(client, fake)
     coalesced = metric("videoanalysis_gateway_websocket_events_dropped_total", reason="coalesced")
 
     total = 3_000
@@ -234,15 +243,7 @@ async def test_a_client_that_cannot_keep_up_is_dropped_and_others_are_not_slowed
     gateway, fake: FakeOrchestrator
 ) -> None:
     client = await gateway(ws_queue_events=50)
-    job = fake.add_job(["p/a.mp4"]).job_id
-    fast = await connect(client)
-    await synced(fast)
-    slow = await RawWebSocket.connect(
-        client.server.host, client.server.port, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    await slow.receive_json()
-    await slow.send_json({"type": "subscribe", "payload": {"after": fake.sequence}})
-    await asyncio.sleep(0.2)
+    job, fast, slow = await fast_and_slow(client, fake)
     clients_dropped = metric("videoanalysis_gateway_websocket_clients_dropped_total")
 
     sent = []
