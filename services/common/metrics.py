@@ -120,6 +120,24 @@ HTTP_REQUESTS = Counter(
     "HTTP requests by route and status.",
     ["route", "status"],
 )
+WS_MESSAGES_SENT = Counter(
+    "videoanalysis_gateway_websocket_messages_sent_total",
+    "Websocket messages sent (events, hello, heartbeats).",
+)
+WS_EVENTS_DROPPED = Counter(
+    "videoanalysis_gateway_websocket_events_dropped_total",
+    "Events not sent to a websocket: progress replaced by newer progress (coalesced) or queued "
+    "for a client that was dropped for lagging.",
+    ["reason"],
+)
+WS_CLIENTS_DROPPED = Counter(
+    "videoanalysis_gateway_websocket_clients_dropped_total",
+    "Websockets closed because they could not keep up.",
+)
+GATEWAY_ORCHESTRATOR_CONNECTED = Gauge(
+    "videoanalysis_gateway_orchestrator_connected",
+    "1 while the gateway's event stream from the orchestrator is up.",
+)
 
 
 def serve_metrics(port: int) -> int:
