@@ -117,7 +117,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         max_rows = max(max_rows, stats.rows)
     finally:
         await store.close()
-    size = sum(p.stat().st_size for p in folder.glob("jobs.sqlite3*"))
+    size = await asyncio.to_thread(
+        lambda: sum(p.stat().st_size for p in folder.glob("jobs.sqlite3*"))
+    )
     return {
         "benchmark": "event_log",
         "seconds": round(elapsed, 1),

@@ -21,12 +21,14 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from services.common.errors import InvalidArgument
 from services.common.interceptors import _noop, _WrappingInterceptor
+
+_Handler = Any  # grpc.RpcMethodHandler (its stub generics are not subscriptable at run time)
 
 AUTHORIZATION_METADATA_KEY = "authorization"
 #: Method prefixes callable without a token: kubelet probes and ``grpcurl list`` carry none.
@@ -115,7 +117,7 @@ class SecurityConfig:
             return [("grpc.ssl_target_name_override", self.server_name)]
         return []
 
-    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+    def server_interceptors(self) -> list[Any]:
         tokens = _tokens(self.token)
         return [TokenAuthInterceptor(tokens)] if tokens else []
 
@@ -157,17 +159,17 @@ class TokenAuthInterceptor(_WrappingInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler:
         if handler_call_details.method.startswith(EXEMPT_METHOD_PREFIXES):
             return await continuation(handler_call_details)
         return await super().intercept_service(continuation, handler_call_details)
 
     @contextlib.asynccontextmanager
     async def around(
-        self, method: str, context: grpc.aio.ServicerContext
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Callable[[], None]]:
-        if not token_matches(_bearer(context.invocation_metadata()), self._tokens):
+        if not token_matches(_bearer(cast(Any, context.invocation_metadata())), self._tokens):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
         yield _noop
