@@ -35,13 +35,14 @@ from orchestrator import rows as st
 from orchestrator.config import SERVICES, OrchestratorSettings
 from orchestrator.inputs import is_archive, is_video
 from orchestrator.jobs import Orchestrator
-from orchestrator.server import open_orchestrator, serve
+from orchestrator.server import running_orchestrator
 from orchestrator.stack import LocalStack
 from orchestrator.views import STEP_STATE, options_dict
 from protos.videoanalysis.v1 import orchestrator_pb2, scene_pb2
 from services.common import files
 from services.common.config import load_settings
 from services.common.logs import configure_logging
+from services.common.server import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +299,12 @@ async def run_command(args: argparse.Namespace) -> int:
     options = _options(args)
     console.print(f"media root: {settings.media_root.resolve()}")
     settings, stack = await _local_stack(settings, console)
+    settings = settings.model_copy(update={"port": 0, "metrics_port": -1})
     try:
-        async with open_orchestrator(settings) as orchestrator:
+        async with running_orchestrator(settings) as (orchestrator, server):
+            if not args.no_dashboard:
+                url = await _start_front(stack, settings, server.port, ("gateway",))
+                console.print(f"dashboard: [bold]{url}[/bold]")
             job_id = await _resume_or_submit(orchestrator, inputs, options, args.label)
             view = ProgressView(console)
             follower = asyncio.create_task(_follow(orchestrator, job_id, view))
@@ -341,6 +346,31 @@ async def _resume_or_submit(
     return await orchestrator.submit(inputs, options, label)
 
 
+async def _start_front(
+    stack: LocalStack, settings: OrchestratorSettings, orchestrator_port: int, names: Sequence[str]
+) -> str:
+    """Starts the processes in front of the orchestrator (``downloads``, ``gateway``) and
+    returns the dashboard's URL. The gateway runs without auth on loopback unless
+    GATEWAY_TOKENS is set."""
+    orchestrator = f"127.0.0.1:{orchestrator_port}"
+    gateway_env = {
+        "GATEWAY_ORCHESTRATOR_ADDR": orchestrator,
+        "GATEWAY_ARCHIVES_DIR": settings.archives_dir,
+        **{f"GATEWAY_{n.upper()}_ADDR": settings.address_of(n) for n in SERVICES},
+    }
+    if not os.environ.get("GATEWAY_TOKENS"):
+        gateway_env["GATEWAY_NO_AUTH"] = "true"
+    envs = {
+        "downloads": {"DOWNLOADS_ORCHESTRATOR_ADDR": orchestrator},
+        "gateway": gateway_env,
+    }
+    port = {"gateway": int(os.environ.get("GATEWAY_PORT", "8080"))}
+    for name in names:
+        stack.spawn(name, port=port.get(name), env=envs[name])
+    await asyncio.gather(*(stack.wait_ready(name, 120) for name in names))
+    return f"http://127.0.0.1:{stack.services['gateway'].port}/" if "gateway" in names else ""
+
+
 async def serve_command(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.port is not None:
@@ -348,7 +378,11 @@ async def serve_command(args: argparse.Namespace) -> int:
     configure_logging("orchestrator", settings.log_level)
     settings, stack = await _local_stack(settings, None)
     try:
-        await serve(settings)
+        stop = stop_on_signals()
+        async with running_orchestrator(settings) as (_orchestrator, server):
+            url = await _start_front(stack, settings, server.port, ("downloads", "gateway"))
+            print(f"dashboard: {url}", flush=True)
+            await stop.wait()
     finally:
         await stack.stop()
     return 0
@@ -382,6 +416,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--scene-mode", choices=("merged", "legacy"), default="")
     run.add_argument("--num-speakers", type=int, default=0)
     run.add_argument("--max-faces", type=int, default=0)
+    run.add_argument(
+        "--no-dashboard", action="store_true", help="do not start the gateway and its dashboard"
+    )
     serve_parser = commands.add_parser("serve", help="run the services and the orchestrator")
     serve_parser.add_argument("--media-root")
     serve_parser.add_argument("--port", type=int)

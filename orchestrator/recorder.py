@@ -70,6 +70,7 @@ class Recorder:
         async with self.store.transaction() as tx:
             await tx.set_job_state(job_id, rows.RUNNING)
             await tx.emit(job_event(job_id, state=orchestrator_pb2.JOB_STATE_RUNNING))
+            await tx.emit(self._log_event(job_id, "INFO", "job running", ""))
 
     async def job_finished(
         self, job_id: str, state: str, error: str, *, cancel: bool = False
@@ -81,6 +82,9 @@ class Recorder:
                 await tx.cancel_unfinished(job_id, "cancelled")
             await tx.set_job_state(job_id, state, error=error, finished=True)
             await tx.emit(job_event(job_id, state=JOB_STATE[state]))
+            severity = "INFO" if state == rows.COMPLETED else "WARNING"
+            line = f"job {state}" + (f": {error}" if error else "")
+            await tx.emit(self._log_event(job_id, severity, line, ""))
             job = await self.store.get_job(job_id)
             if job is not None:
                 await tx.emit(job_event(job_id, snapshot=job_proto(job, self.live.get(job_id))))

@@ -105,6 +105,10 @@ async def start_server(
         options=[
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
+            # Clients keep their channels alive with a ping every 30 s (services.common.channels);
+            # the default policy answers that with GOAWAY "too_many_pings".
+            ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )

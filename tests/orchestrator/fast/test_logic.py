@@ -231,7 +231,8 @@ async def test_log_lines_are_bounded_per_job(fast_settings, clip, fakes) -> None
         job_id = await orch.submit([clip("logs.mp4")])
         await finished(orch, job_id)
         lines = await orch.logs(job_id)
-    assert len(lines) == 10 and "retry 30" in lines[-1].log.message
+    assert len(lines) == 10 and "retry 30" in lines[-2].log.message
+    assert lines[-1].log.message == "job completed"
 
 
 async def test_watch_jobs_over_grpc_with_resume_and_bad_requests(fast_settings, clip) -> None:
