@@ -380,8 +380,9 @@ async def serve_command(args: argparse.Namespace) -> int:
     try:
         stop = stop_on_signals()
         async with running_orchestrator(settings) as (_orchestrator, server):
-            url = await _start_front(stack, settings, server.port, ("downloads", "gateway"))
-            print(f"dashboard: {url}", flush=True)
+            if stack.services:  # the embedded stack; in a cluster they are Deployments of their own
+                url = await _start_front(stack, settings, server.port, ("downloads", "gateway"))
+                print(f"dashboard: {url}", flush=True)
             await stop.wait()
     finally:
         await stack.stop()

@@ -18,7 +18,6 @@ import asyncio
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,16 +41,6 @@ from protos.videoanalysis.v1 import (  # noqa: F401 (ingest_pb2 registers its de
     tracking_pb2,
 )
 from services.common.errors import InvalidArgument
-
-
-def _drop_lazy_modules() -> None:
-    """Hypothesis collects constants from every module in ``sys.modules``; speechbrain (imported
-    by the audio tests of the same run) leaves lazy placeholders there whose attribute access
-    imports optional packages (k2) and fails. They are removed (a later import reloads them)."""
-    for name, module in list(sys.modules.items()):
-        if type(module).__name__ in {"LazyModule", "DeprecatedModuleRedirect"}:
-            del sys.modules[name]
-
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="package")]
 
@@ -258,7 +247,6 @@ async def test_no_request_gets_internal_or_unknown(
         if not endless:
             assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} hung on {payload!r}"
 
-    _drop_lazy_modules()
     await asyncio.to_thread(fuzz)
     for code, details in sorted(seen.items()):
         print(f"{method}: {code} x{len(details)}, e.g. {details[0]!r}")
@@ -325,7 +313,6 @@ async def test_options_the_orchestrator_accepts_every_service_accepts(fleet: Any
             )
             assert code not in NEVER, details
 
-    _drop_lazy_modules()
     await asyncio.to_thread(fuzz)
     print(f"options accepted at submit: {accepted} of {EXAMPLES}")
     assert accepted > 0
