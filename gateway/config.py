@@ -9,9 +9,10 @@ from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings, load_settings
+from services.common.registry import NAMES
 
 #: The downstream services whose gRPC health the services page shows, besides the orchestrator.
-HEALTH_SERVICES = ("ingest", "scene", "audio", "tracking")
+HEALTH_SERVICES = NAMES
 
 
 class GatewaySettings(ServiceSettings):
