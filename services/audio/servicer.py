@@ -18,6 +18,7 @@ from services.audio.pyannote_engine import PyannoteEngine
 from services.common import ffmpeg, metrics
 from services.common.blocking import run_in_thread
 from services.common.errors import InvalidArgument, Unavailable
+from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
 
@@ -45,7 +46,9 @@ def result_proto(result: DiarizationResult) -> audio_pb2.DiarizeResult:
     )
 
 
-class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
+class AudioServicer(WarmUp, audio_pb2_grpc.AudioServiceServicer):
+    loading = "the diarization models"
+
     def __init__(self, settings: AudioSettings) -> None:
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
@@ -65,7 +68,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
                 batch_size=settings.pyannote_batch_size,
             )
 
-    def load(self) -> None:
+    def warm_up(self) -> None:
         """Readiness: ffmpeg, the embedded models, and the pyannote pipeline when configured."""
         ffmpeg.require_binary("ffmpeg")
         ffmpeg.require_binary("ffprobe")
@@ -82,14 +85,10 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             name = _ENGINES[request.engine]
         else:
             raise InvalidArgument(f"unknown engine {request.engine}")
-        engine = self._engines.get(name)
-        if engine is None:
-            if name == "pyannote" and self._pyannote is None:
-                raise Unavailable(
-                    "the pyannote engine is not configured (set AUDIO_PYANNOTE_MODEL_DIR)"
-                )
-            raise Unavailable(f"the {name} engine is not loaded yet")
-        return engine
+        if name == "pyannote" and self._pyannote is None:
+            raise Unavailable("the pyannote engine is not configured (set AUDIO_PYANNOTE_MODEL_DIR)")
+        self.require_ready()
+        return self._engines[name]
 
     async def Diarize(
         self, request: audio_pb2.DiarizeRequest, context: grpc.aio.ServicerContext

@@ -20,7 +20,7 @@ def build_services(settings: IngestSettings) -> Sequence[ServiceDefinition]:
             register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(
                 servicer, server
             ),
-            load=servicer.warm_up,
+            load=servicer.load,
             model="ffmpeg",
         )
     ]

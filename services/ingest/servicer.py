@@ -12,7 +12,8 @@ import grpc
 from protos.videoanalysis.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 from services.common import ffmpeg, metrics
 from services.common.blocking import CancelToken, iterate_in_thread
-from services.common.errors import InvalidArgument, Unavailable, UndecodableMedia
+from services.common.errors import InvalidArgument, UndecodableMedia
+from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress, video_info_proto
 from services.ingest.archive import (
@@ -43,7 +44,9 @@ _STATUS = {
 }
 
 
-class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+class IngestServicer(WarmUp, ingest_pb2_grpc.IngestServiceServicer):
+    loading = "the ingest service (ffmpeg and its encoders)"
+
     def __init__(self, settings: IngestSettings) -> None:
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
@@ -181,8 +184,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 audio_bitrate=settings.audio_bitrate,
             )
             output = self._output_path(request, source, options.target_fps)
-            if self._encoders is None:
-                raise Unavailable("the ingest service is still starting")
+            self.require_ready()
             if self._encode_slots.locked():
                 yield ingest_pb2.NormalizeVideoResponse(
                     progress=progress(0, 0, "frames", "queued", "waiting for a free encoder")

@@ -15,7 +15,8 @@ import numpy as np
 from protos.videoanalysis.v1 import scene_pb2, scene_pb2_grpc
 from services.common import ffmpeg, metrics
 from services.common.blocking import CancelToken, iterate_in_thread
-from services.common.errors import InvalidArgument, Unavailable, UndecodableMedia
+from services.common.errors import InvalidArgument, UndecodableMedia
+from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
 from services.scene.boundaries import (
@@ -57,7 +58,9 @@ def boundary_proto(boundary: Boundary) -> scene_pb2.Boundary:
     )
 
 
-class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
+class SceneServicer(WarmUp, scene_pb2_grpc.SceneServiceServicer):
+    loading = "the TransNetV2 model"
+
     def __init__(self, settings: SceneSettings) -> None:
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
@@ -72,7 +75,7 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
             decode_queue_frames=settings.decode_queue_frames,
         )
 
-    def load(self) -> None:
+    def warm_up(self) -> None:
         """Loads TransNetV2 once per process (readiness turns SERVING after this)."""
         ffmpeg.require_binary("ffmpeg")
         ffmpeg.require_binary("ffprobe")
@@ -108,8 +111,7 @@ class SceneServicer(scene_pb2_grpc.SceneServiceServicer):
         async with mapped_errors(context):
             params = self._params(request)
             path = self._media.resolve(request.media.path)
-            if not self._detector.loaded:
-                raise Unavailable("the TransNetV2 model is still loading")
+            self.require_ready()
             info = await asyncio.to_thread(ffmpeg.probe, path)
             if not info.has_video:
                 raise UndecodableMedia(f"no video stream in {path.name}")

@@ -11,7 +11,8 @@ import numpy as np
 from protos.videoanalysis.v1 import tracking_pb2, tracking_pb2_grpc
 from services.common import metrics
 from services.common.blocking import CancelToken, iterate_in_thread
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import InvalidArgument
+from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
 from services.common.rpc import cancel_token, mapped_errors, progress
 from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
@@ -29,7 +30,9 @@ from services.tracking.pool import WorkerPool
 MAX_BATCH_FRAMES = 1000
 
 
-class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
+class TrackingServicer(WarmUp, tracking_pb2_grpc.TrackingServiceServicer):
+    loading = "the face models"
+
     def __init__(self, settings: TrackingSettings) -> None:
         self._settings = settings
         self._media = MediaRoot(settings.media_root)
@@ -40,12 +43,13 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             model_root=settings.model_root,
             start_timeout_s=settings.worker_start_timeout_s,
         )
-        self._ready = False
 
-    def load(self) -> None:
+    def warm_up(self) -> None:
         """Starts the worker processes; returns once every one has loaded the face models."""
         self.pool.start()
-        self._ready = True
+
+    def not_ready_reason(self) -> str:
+        return self.pool.failure or super().not_ready_reason()
 
     def close(self) -> None:
         self._ready = False
@@ -90,10 +94,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         async with mapped_errors(context):
             path = self._media.resolve(request.media.path)
             options = self._options(request)
-            if not self._ready:
-                raise Unavailable(
-                    self.pool.failure or "the face models are still loading; retry shortly"
-                )
+            self.require_ready()
 
             def produce(token: CancelToken) -> Iterator[tracking_pb2.TrackResponse]:
                 return (_response(event) for event in track_video(path, options, self.pool, token))
