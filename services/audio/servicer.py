@@ -18,8 +18,8 @@ from services.audio.pyannote_engine import PyannoteEngine
 from services.common import ffmpeg, metrics
 from services.common.blocking import run_in_thread
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
+from services.common.readiness import WarmUp
 from services.common.rpc import cancel_token, mapped_errors, progress
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class AudioServicer(WarmUp, audio_pb2_grpc.AudioServiceServicer):
         else:
             raise InvalidArgument(f"unknown engine {request.engine}")
         if name == "pyannote" and self._pyannote is None:
-            raise Unavailable("the pyannote engine is not configured (set AUDIO_PYANNOTE_MODEL_DIR)")
+            raise Unavailable(
+                "the pyannote engine is not configured (set AUDIO_PYANNOTE_MODEL_DIR)"
+            )
         self.require_ready()
         return self._engines[name]
 

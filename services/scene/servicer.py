@@ -16,8 +16,8 @@ from protos.videoanalysis.v1 import scene_pb2, scene_pb2_grpc
 from services.common import ffmpeg, metrics
 from services.common.blocking import CancelToken, iterate_in_thread
 from services.common.errors import InvalidArgument, UndecodableMedia
-from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
+from services.common.readiness import WarmUp
 from services.common.rpc import cancel_token, mapped_errors, progress
 from services.scene.boundaries import (
     Boundary,

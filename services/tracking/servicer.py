@@ -12,8 +12,8 @@ from protos.videoanalysis.v1 import tracking_pb2, tracking_pb2_grpc
 from services.common import metrics
 from services.common.blocking import CancelToken, iterate_in_thread
 from services.common.errors import InvalidArgument
-from services.common.readiness import WarmUp
 from services.common.media import MediaRoot
+from services.common.readiness import WarmUp
 from services.common.rpc import cancel_token, mapped_errors, progress
 from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
 from services.tracking.mesh import MAX_FACES

@@ -294,8 +294,7 @@ async def check_theme_and_keyboard(session: Session, shots: Path, prefix: str) -
     await page.wait_for_function("location.hash === '#/submit'")
     # The link is also labelled "Submit": wait for the heading itself to take focus.
     await page.wait_for_function(
-        "document.activeElement.tagName === 'H1'"
-        " && document.activeElement.textContent === 'Submit'"
+        "document.activeElement.tagName === 'H1' && document.activeElement.textContent === 'Submit'"
     )
     await page.go_back()
     await page.wait_for_selector("canvas.overlay[data-ready=true]")
