@@ -16,7 +16,7 @@ from protos.videoanalysis.v1 import audio_pb2, audio_pb2_grpc, common_pb2
 from services.audio.config import AudioSettings
 from services.audio.server import build_services
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 

@@ -14,6 +14,8 @@ from services.common.blocking import CancelToken
 from services.common.errors import Cancelled, InvalidArgument
 from services.common.ffmpeg import read_audio
 
+pytestmark = pytest.mark.slow
+
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
 

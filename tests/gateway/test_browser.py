@@ -33,6 +33,8 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "browser-token-0123456789"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

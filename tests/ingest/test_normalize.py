@@ -24,6 +24,8 @@ from services.ingest.normalize import (
 )
 from services.ingest.probe import FrameTiming, describe
 
+pytestmark = pytest.mark.slow
+
 
 async def normalize(stub, path: str, **fields) -> tuple[list, ingest_pb2.NormalizeVideoResult]:
     request = ingest_pb2.NormalizeVideoRequest(media=common_pb2.MediaRef(path=path), **fields)

@@ -11,6 +11,8 @@ from protos.videoanalysis.v1 import common_pb2, ingest_pb2
 from services.common import ffmpeg
 from services.ingest.probe import describe
 
+pytestmark = pytest.mark.slow
+
 
 async def probe(stub, path: str) -> common_pb2.VideoInfo:
     reply = await stub.Probe(ingest_pb2.ProbeRequest(media=common_pb2.MediaRef(path=path)))

@@ -11,6 +11,8 @@ import pytest
 from services.common import ffmpeg
 from services.tracking.mesh import FaceMesh, MeshOptions, _landmark_array
 
+pytestmark = pytest.mark.slow
+
 CLIP = (
     Path(__file__).resolve().parents[2].parent
     / "shared"

@@ -25,7 +25,7 @@ from services.tracking.servicer import TrackingServicer
 from services.tracking.tracker import FaceTracker
 from services.tracking.worker import Cadence, run_frames
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 # short_hamilton_clip.mp4 in ffmpeg's constant-rate numbering (the stream starts 25 frames after
 # the container): the speaker on stage fills frames 107-235, the audience follows.
