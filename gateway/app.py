@@ -29,6 +29,7 @@ from services.common.channels import open_channel
 from services.common.errors import ServiceError
 from services.common.logs import request_id_var
 from services.common.media import MediaRoot
+from services.common.security import SecurityConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 async def _orchestrator_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one orchestrator channel, its client and the event hub's subscription."""
     settings = app[SETTINGS]
-    channel = open_channel(settings.orchestrator_addr)
+    channel = open_channel(settings.orchestrator_addr, security=SecurityConfig.of(settings))
     client = OrchestratorClient(channel, settings.rpc_timeout_s)
     hub = events.EventHub(client, settings)
     app[ORCHESTRATOR] = client

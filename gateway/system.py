@@ -14,6 +14,7 @@ from gateway.client import health_status
 from gateway.config import HEALTH_SERVICES
 from gateway.keys import ORCHESTRATOR, SETTINGS
 from services.common.channels import open_channel
+from services.common.security import SecurityConfig
 
 #: The readiness name each service reports SERVING once its model is loaded.
 SERVICE_NAMES = {
@@ -35,7 +36,7 @@ async def services(request: web.Request) -> web.Response:
         if name == "orchestrator":
             status = await health_status(request.app[ORCHESTRATOR].channel, "", timeout)
         else:
-            channel = open_channel(address)
+            channel = open_channel(address, security=SecurityConfig.of(settings))
             try:
                 status = await health_status(channel, SERVICE_NAMES[name], timeout)
             finally:

@@ -6,6 +6,7 @@ import grpc
 
 from protos.videoanalysis.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 from services.common.channels import open_channel
+from services.common.security import SecurityConfig
 from services.downloads.monitor import SubmitError
 
 
@@ -17,8 +18,10 @@ class OrchestratorJobs:
     download FAILED with ``submit_failed`` for RetryDownload.
     """
 
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
-        self._channel = open_channel(address)
+    def __init__(
+        self, address: str, timeout_s: float = 30.0, security: SecurityConfig | None = None
+    ) -> None:
+        self._channel = open_channel(address, security=security)
         self._stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
         self._timeout_s = timeout_s
 

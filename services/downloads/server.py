@@ -16,6 +16,7 @@ import aiohttp
 
 from protos.videoanalysis.v1 import downloads_pb2, downloads_pb2_grpc
 from services.common.media import MediaRoot
+from services.common.security import SecurityConfig
 from services.common.server import RunningServer, ServiceDefinition, start_server, stop_on_signals
 from services.downloads.config import DownloadsSettings
 from services.downloads.fetcher import Fetcher
@@ -47,7 +48,11 @@ async def open_monitor(settings: DownloadsSettings) -> AsyncIterator[Monitor]:
     """A started monitor (crash clean-up done, queued downloads running), closed on exit."""
     store = await HistoryStore.open(settings.database(), settings.history_shared_group)
     jobs = (
-        OrchestratorJobs(settings.orchestrator_addr, settings.orchestrator_timeout_s)
+        OrchestratorJobs(
+            settings.orchestrator_addr,
+            settings.orchestrator_timeout_s,
+            security=SecurityConfig.of(settings),
+        )
         if settings.orchestrator_addr
         else None
     )

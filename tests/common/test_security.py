@@ -261,3 +261,47 @@ def test_token_comparison_and_config_errors(pki: Pki) -> None:
     plain = SecurityConfig()
     assert plain.server_credentials() is None and plain.channel_credentials() is None
     assert plain.server_interceptors() == [] and plain.call_metadata() == []
+
+
+async def test_gateway_and_download_monitor_call_over_mtls_with_the_token(
+    grpc_server, pki: Pki, media_root: Path, aiohttp_client
+) -> None:
+    """The gateway's channels (health page) and the download monitor's orchestrator channel take
+    the process's ``tls_*`` and ``auth_token`` settings (the prod overlay's tls component)."""
+    from gateway.app import create_app
+    from gateway.config import GatewaySettings
+    from services.downloads.jobs import OrchestratorJobs
+    from services.downloads.monitor import SubmitError
+
+    running = await grpc_server(_mtls(media_root, pki, auth_token=TOKEN), build_services)
+    client_tls = {"tls_cert": pki.client_cert, "tls_key": pki.client_key, "tls_ca": pki.ca_file}
+
+    async def health_page(**security: object) -> dict[str, str]:
+        settings = GatewaySettings(
+            no_auth=True,
+            metrics_port=-1,
+            media_root=media_root,
+            orchestrator_addr=running.address,
+            ingest_addr=running.address,
+            **security,  # type: ignore[arg-type]
+        )
+        client = await aiohttp_client(create_app(settings))
+        services = (await (await client.get("/api/v1/services")).json())["services"]
+        return {entry["name"]: entry["status"] for entry in services}
+
+    assert (await health_page(**client_tls, auth_token=TOKEN))["ingest"] == "serving"
+    assert (await health_page())["ingest"] != "serving"
+
+    # The server is an ingest server: a SubmitJob that got through TLS and the token is
+    # UNIMPLEMENTED there; a plaintext one does not get through the handshake.
+    for security, code in (
+        (SecurityConfig(cert=pki.client_cert, key=pki.client_key, ca=pki.ca_file, token=TOKEN),
+         "UNIMPLEMENTED"),
+        (None, "DEADLINE_EXCEEDED"),  # SubmitJob waits for a ready channel, which never comes
+    ):  # fmt: skip
+        jobs = OrchestratorJobs(running.address, timeout_s=1.5, security=security)
+        try:
+            with pytest.raises(SubmitError, match=code):
+                await jobs.submit("in/a.zip", "tls")
+        finally:
+            await jobs.close()
