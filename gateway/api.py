@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from gateway import openapi, system, uploads
+from gateway import auth, openapi, system, uploads
 from gateway.convert import JOB_STATE_BY_NAME, event_json, job_json, options_proto
 from gateway.errors import ApiError, from_grpc
 from gateway.keys import MEDIA, ORCHESTRATOR, SETTINGS
@@ -410,6 +410,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(video + "/media", video_media)
     app.router.add_get(video + r"/thumbnails/{frame:\d{1,9}}.jpg", video_thumbnail)
     app.router.add_get(video + "/artifacts/{kind}", video_artifact)
+    app.router.add_post(auth.SESSION_PATH, auth.start_session)
+    app.router.add_delete(auth.SESSION_PATH, auth.end_session)
     app.router.add_get(PREFIX + "/services", system.services)
     app.router.add_get(PREFIX + "/system", system.system)
     app.router.add_get(PREFIX + "/openapi.json", openapi.handler)

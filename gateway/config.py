@@ -39,6 +39,9 @@ class GatewaySettings(ServiceSettings):
     tokens: str = ""
     auth_reads: bool = False
     no_auth: bool = False
+    #: Lifetime of the read cookie of ``POST /api/v1/session`` (media and thumbnails in the
+    #: dashboard when ``auth_reads`` is on).
+    session_ttl_s: float = 12 * 3600.0
 
     max_upload_bytes: int = 4 * 1024**3
     #: Upload folder, relative to the media root.

@@ -257,6 +257,17 @@ def describe() -> dict[str, Any]:
                 "responses": {"200": job, **_errors(401, 404, 503)},
             }
         },
+        "/api/v1/session": {
+            "post": {
+                "summary": "Set the read cookie (media and thumbnails when reads need auth)",
+                "security": [{"bearer": []}],
+                "responses": {"204": {"description": "cookie set"}, **_errors(401)},
+            },
+            "delete": {
+                "summary": "Forget the read cookie",
+                "responses": {"204": {"description": "cookie cleared"}},
+            },
+        },
         "/api/v1/jobs/{job_id}/logs": _get(
             "The job's stored log lines",
             _json(

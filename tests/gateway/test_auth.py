@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TOKEN
 from fake_orchestrator import FakeOrchestrator
 
+from gateway.auth import SESSION_COOKIE, session_cookie, session_valid
 from gateway.config import GatewaySettings
 from gateway.openapi import describe
 
 MUTATING = {"post", "put", "patch", "delete"}
+FORGET_SESSION = ("delete", "/api/v1/session")
 
 
 def operations() -> list[tuple[str, str]]:
@@ -61,7 +64,8 @@ async def test_every_mutating_route_refuses_a_missing_and_a_wrong_token(
 ) -> None:
     client = await gateway()
     job = fake.add_job(["p/a.mp4"]).job_id
-    mutating = [(m, p) for m, p in operations() if m in MUTATING]
+    # Forgetting the read cookie is the one mutation open to all (it only clears a cookie).
+    mutating = [(m, p) for m, p in operations() if m in MUTATING and (m, p) != FORGET_SESSION]
     assert len(mutating) >= 2
     for method, path in mutating:
         url = concrete(path, job)
@@ -96,6 +100,49 @@ async def test_auth_reads_protects_every_read_of_the_api(
         assert (await client.get(url, headers=auth)).status != 401, url
     for path in public - {"/ws"}:
         assert (await client.get(concrete(path, job))).status != 401, path
+
+
+async def test_the_session_cookie_opens_reads_but_never_mutations(
+    gateway, fake: FakeOrchestrator, auth: dict[str, str]
+) -> None:
+    """What ``<video>`` and ``<img>`` in the dashboard rely on when reads need auth."""
+    client = await gateway(auth_reads=True)
+    job = fake.add_job(["p/a.mp4"]).job_id
+    media = concrete("/api/v1/jobs/{job_id}/videos/{index}/media", job)
+    assert (await client.get(media)).status == 401
+    assert (await client.post("/api/v1/session")).status == 401
+    started = await client.post("/api/v1/session", headers=auth)
+    assert started.status == 204
+    cookie = started.cookies[SESSION_COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    # The test client keeps the cookie, as a browser does: every read passes auth now.
+    public = {"/healthz", "/metrics", "/api/v1/openapi.json", "/", "/static/{filename}", "/ws"}
+    for path in [p for m, p in operations() if m == "get" and p not in public]:
+        assert (await client.get(concrete(path, job))).status != 401, path
+    # ... but no mutation does.
+    cancel = concrete("/api/v1/jobs/{job_id}/cancel", job)
+    assert (await client.post(cancel)).status == 401
+    assert (await client.post("/api/v1/jobs", json={"inputs": ["p/a.mp4"]})).status == 401
+    # A forged cookie is refused; forgetting the session needs no token and closes reads again.
+    forged = f"{int(time.time()) + 3600}.{'0' * 64}"
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({SESSION_COOKIE: forged}, client.make_url("/"))
+    assert (await client.get(media)).status == 401
+    assert (await client.post("/api/v1/session", headers=auth)).status == 204
+    assert (await client.get(media)).status != 401
+    assert (await client.delete("/api/v1/session")).status == 204
+    assert (await client.get(media)).status == 401
+
+
+def test_session_cookies_expire_and_end_with_the_tokens() -> None:
+    now = 1_000_000.0
+    value = session_cookie(["a", "b"], ttl_s=60, now=now)
+    assert session_valid(value, ["b", "a"], now=now + 59)  # order of the tokens does not matter
+    assert not session_valid(value, ["a", "b"], now=now + 61)
+    assert not session_valid(value, ["a", "c"], now=now)  # rotated tokens end every session
+    assert not session_valid(value, [], now=now)
+    for broken in ("", "abc", "123", "123.", f"x{value}", value[:-1]):
+        assert not session_valid(broken, ["a", "b"], now=now), broken
 
 
 async def test_tokens_never_reach_the_logs(

@@ -536,10 +536,25 @@ async def test_token_prompt_when_reads_need_auth(
     unexpected = [e for e in session.errors if "status of 401" not in e]
     assert unexpected == []
     assert session.errors, "the reads were not refused without a token"
+
+    # The token was traded for the read cookie that <video> and <img> need.
+    async def session_cookies() -> list[Any]:
+        return [c for c in await page.context.cookies() if c["name"] == "gateway_session"]
+
+    for _ in range(50):
+        if await session_cookies():
+            break
+        await asyncio.sleep(0.1)
+    assert [c["httpOnly"] for c in await session_cookies()] == [True]
     # Forgetting the token (after confirming) asks again on the next refusal.
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.click("#token-button")
     assert await page.evaluate("sessionStorage.getItem('gateway.token')") is None
+    for _ in range(50):
+        if not await session_cookies():
+            break
+        await asyncio.sleep(0.1)
+    assert await session_cookies() == []
     await page.wait_for_selector("#token-dialog[open]")
 
 

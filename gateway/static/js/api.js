@@ -18,6 +18,23 @@ export function setToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
+/**
+ * Trades the token for the gateway's read cookie, or drops the cookie when there is no token:
+ * <video> and <img> cannot send an Authorization header when reads need auth.
+ */
+export async function syncSession() {
+  const token = getToken();
+  try {
+    await fetch("/api/v1/session", {
+      method: token ? "POST" : "DELETE",
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+      credentials: "same-origin",
+    });
+  } catch {
+    // offline: the next token change or page load tries again
+  }
+}
+
 let pendingPrompt = null;
 
 /**

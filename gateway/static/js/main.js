@@ -1,6 +1,6 @@
 // The dashboard: a hash router over the views, the live connection, theme and token controls.
 
-import { api, getToken, promptToken, setToken } from "./api.js";
+import { api, getToken, promptToken, setToken, syncSession } from "./api.js";
 import { LiveConnection } from "./live.js";
 import { JobStore } from "./store.js";
 import { FINAL_JOB_STATES, announce, clear, el, text, toast } from "./dom.js";
@@ -90,13 +90,17 @@ function initToken() {
     if (getToken() && window.confirm("Forget the access token of this tab?")) {
       setToken("");
       refresh();
+      syncSession();
       live.reconnectNow();
       return;
     }
     await promptToken("");
     refresh();
   });
-  window.addEventListener("tokenchange", refresh);
+  window.addEventListener("tokenchange", () => {
+    refresh();
+    syncSession();
+  });
   document.getElementById("token-cancel").addEventListener("click", () => document.getElementById("token-dialog").close());
   refresh();
 }
@@ -155,5 +159,6 @@ initStatus();
 initReportViewer();
 window.addEventListener("hashchange", show);
 live.start();
-show();
+// The read cookie first, so that the first view's <video> and <img> may load.
+syncSession().then(show);
 loadJobs().then(() => announce("Jobs loaded"));
