@@ -129,12 +129,16 @@ async def _field(part: BodyPartReader) -> str:
 
 
 async def _save(part: BodyPartReader, upload: Upload, allowed: int) -> int:
+    """Saves a file as ``<upload>/<stem>/<name>``: the orchestrator names a lone video's project
+    after its folder, so an uploaded ``Interview.mp4`` becomes project ``Interview`` (as the CLI's
+    imports do), not the upload's random id."""
     name = safe_name(part.filename)
-    target = upload.folder / name
+    folder = upload.folder / (Path(name).stem or name)
+    target = folder / name
     number = 1
     while target.exists():
         number += 1
-        target = upload.folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
+        target = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
     written = 0
     with replacing(target) as temp, temp.open("wb") as handle:
         while chunk := await part.read_chunk(_CHUNK):

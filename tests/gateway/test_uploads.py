@@ -46,8 +46,13 @@ async def test_upload_of_a_video_submits_a_job(
     assert response.status == 201, await response.text()
     job = await response.json()
     [relative] = job["inputs"]
-    assert relative.startswith("uploads/") and relative.endswith("/Clip One.mp4")
+    # uploads/<id>/<stem>/<name>: the folder names the video's project after the file.
+    assert relative.startswith("uploads/") and relative.endswith("/Clip One/Clip One.mp4")
     assert (media_root / relative).read_bytes() == video
+    from orchestrator.inputs import project_of
+    from services.common.media import MediaRoot
+
+    assert project_of(MediaRoot(media_root), media_root / relative) == "Clip One"
     assert job["label"] == "upload" and fake.jobs[job["job_id"]].options.max_faces == 2
     assert leftover(media_root) == []
 
