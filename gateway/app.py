@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway import api, events
+from gateway import api, downloads, events
 from gateway.auth import Handler, auth_middleware
 from gateway.client import OrchestratorClient
 from gateway.config import GatewaySettings
@@ -139,12 +139,14 @@ def create_app(settings: GatewaySettings) -> web.Application:
     sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
     app[SOCKETS] = sockets
     app.cleanup_ctx.append(contextlib.asynccontextmanager(_orchestrator_ctx))
+    app.cleanup_ctx.append(contextlib.asynccontextmanager(downloads.downloads_ctx))
     app.on_shutdown.append(_close_sockets)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", make_aiohttp_handler())
     app.router.add_get("/ws", events.websocket_handler)
     api.setup_routes(app)
+    downloads.setup_routes(app)
     app.router.add_get("/", index)
     app.router.add_get("/static/{filename:.+}", static_file, name="static")
     if importlib.util.find_spec("gateway.reports") is not None:

@@ -35,6 +35,8 @@ class GatewaySettings(ServiceSettings):
     scene_addr: str = ""
     audio_addr: str = ""
     tracking_addr: str = ""
+    #: The download monitor (its panel in the dashboard); empty: no panel.
+    downloads_addr: str = ""
 
     tokens: str = ""
     auth_reads: bool = False

@@ -37,14 +37,14 @@ def json_error(status: int, message: str, headers: Mapping[str, str] | None = No
     )
 
 
-def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
-    """The orchestrator's refusal as an HTTP error (its details are client-safe messages)."""
+def from_grpc(exc: grpc.aio.AioRpcError, peer: str = "orchestrator") -> ApiError:
+    """A service's refusal as an HTTP error (its details are client-safe messages)."""
     code = exc.code()
     status = _HTTP_FOR_GRPC.get(code, 502)
     if status == 503:
-        return ApiError(503, "the orchestrator is unavailable")
+        return ApiError(503, f"the {peer} is unavailable")
     if status >= 500:
-        return ApiError(status, f"the orchestrator failed ({code.name.lower()})")
+        return ApiError(status, f"the {peer} failed ({code.name.lower()})")
     return ApiError(status, exc.details() or code.name.lower())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -20,4 +20,6 @@ MEDIA = web.AppKey("media", MediaRoot)
 ORCHESTRATOR: web.AppKey[OrchestratorClient] = web.AppKey("orchestrator")
 #: The one orchestrator subscription and its websocket fan-out.
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
+#: The download monitor's stub, when ``downloads_addr`` is set.
+DOWNLOADS: web.AppKey[Any] = web.AppKey("downloads")
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.convert import EVENT_KINDS, JOB_STATES, STEP_STATES
+from gateway.downloads import STATES as DOWNLOAD_STATES
 
 _JSON = "application/json"
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -30,7 +31,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "conflict",
         413: "upload too large",
         415: "not media / unsupported body",
-        503: "the orchestrator is unavailable",
+        503: "the orchestrator (or the download monitor) is unavailable or not configured",
     }
     return {str(s): _json(_ERROR, names[s]) for s in statuses}
 
@@ -65,6 +66,18 @@ def _get(
     if params:
         operation["parameters"] = params
     return {"get": operation}
+
+
+def _download_action(summary: str) -> dict[str, Any]:
+    download_id = _path_param("download_id", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": [download_id],
+            "responses": {"200": _json(_ref("Download")), **_errors(400, 401, 404, 409, 503)},
+        }
+    }
 
 
 def _file(content_type: str, description: str) -> dict[str, Any]:
@@ -131,6 +144,29 @@ def _schemas() -> dict[str, Any]:
                 "from_cache": {"type": "boolean"},
                 "normalized_path": _NULL_STR,
                 "steps": {"type": "array", "items": _ref("Step")},
+            },
+        },
+        "Download": {
+            "type": "object",
+            "required": ["download_id", "state"],
+            "properties": {
+                "download_id": {"type": "string"},
+                "filename": _NULL_STR,
+                "provider": _NULL_STR,
+                "url_type": _NULL_STR,
+                "state": {"type": "string", "enum": DOWNLOAD_STATES},
+                "progress": {
+                    "type": "object",
+                    "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+                },
+                "outcome": _NULL_STR,
+                "error": _NULL_STR,
+                "size_bytes": {"type": "integer"},
+                "attempts": {"type": "integer"},
+                "job_id": _NULL_STR,
+                "webhook_timestamp": _NULL_STR,
+                "created_at": _NULL_STR,
+                "updated_at": _NULL_STR,
             },
         },
         "Job": {
@@ -338,6 +374,32 @@ def describe() -> dict[str, Any]:
                 ),
             ],
         ),
+        "/api/v1/downloads": _get(
+            "The download monitor's status and its downloads, newest first (URLs are not shown)",
+            _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "monitor": {"type": "object"},
+                        "downloads": {"type": "array", "items": _ref("Download")},
+                    },
+                }
+            ),
+            400,
+            503,
+            params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+        ),
+        "/api/v1/downloads/poll": {
+            "post": {
+                "summary": "Ask the download monitor to read the webhook now",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}), **_errors(401, 503)},
+            }
+        },
+        "/api/v1/downloads/{download_id}/confirm": _download_action(
+            "Turn a download awaiting confirmation into a job"
+        ),
+        "/api/v1/downloads/{download_id}/retry": _download_action("Download a failed one again"),
         "/api/v1/services": _get(
             "gRPC health of the orchestrator and the services", _json({"type": "object"})
         ),

@@ -219,6 +219,8 @@ async def _start_front(
     }
     port = {"gateway": int(os.environ.get("GATEWAY_PORT", "8080"))}
     for name in names:
+        if name == "gateway" and "downloads" in stack.services:  # its downloads panel
+            gateway_env["GATEWAY_DOWNLOADS_ADDR"] = stack.services["downloads"].address
         stack.spawn(name, port=port.get(name), env=envs[name])
     await asyncio.gather(*(stack.wait_ready(name, 120) for name in names))
     return f"http://127.0.0.1:{stack.services['gateway'].port}/" if "gateway" in names else ""

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from protos.videoanalysis.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from services.common.config import ServiceSettings
+from services.common.server import RunningServer, ServiceDefinition, start_server
 from services.downloads.config import DownloadsSettings
 
 
@@ -184,3 +188,39 @@ def settings_for(remote: FakeRemote, tmp_path: Path) -> Callable[..., DownloadsS
         return DownloadsSettings(**values)
 
     return make
+
+
+class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    """A small in-process stand-in for the orchestrator's SubmitJob (the real one: test_e2e)."""
+
+    def __init__(self) -> None:
+        self.requests: list[orchestrator_pb2.SubmitJobRequest] = []
+        self.refuse = False
+        self.delay_s = 0.0
+
+    async def SubmitJob(
+        self, request: orchestrator_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.Job:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay_s)
+        if self.refuse:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused for the test")
+        return orchestrator_pb2.Job(job_id=f"job-{len(self.requests)}")
+
+
+@pytest.fixture
+async def orchestrator() -> AsyncIterator[tuple[FakeOrchestrator, RunningServer]]:
+    fake = FakeOrchestrator()
+    running = await start_server(
+        ServiceSettings(port=0, metrics_port=-1),
+        [
+            ServiceDefinition(
+                name="videoanalysis.v1.OrchestratorService",
+                register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
+                    fake, s
+                ),
+            )
+        ],
+    )
+    yield fake, running
+    await running.stop(0)

@@ -4,7 +4,7 @@ small in-process stand-in for the orchestrator's SubmitJob (the real one is in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,11 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.videoanalysis.v1 import (
     downloads_pb2,
     downloads_pb2_grpc,
-    orchestrator_pb2,
-    orchestrator_pb2_grpc,
 )
-from services.common.config import ServiceSettings
-from services.common.server import RunningServer, ServiceDefinition, start_server
+from services.common.server import RunningServer
 from services.downloads import history as hs
 from services.downloads.config import DownloadsSettings
 from services.downloads.monitor import DownloadView, WrongState
@@ -27,40 +24,6 @@ from services.downloads.servicer import DownloadsServicer
 
 SettingsFor = Callable[..., DownloadsSettings]
 State = downloads_pb2.DownloadState
-
-
-class FakeOrchestrator(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self) -> None:
-        self.requests: list[orchestrator_pb2.SubmitJobRequest] = []
-        self.refuse = False
-        self.delay_s = 0.0
-
-    async def SubmitJob(
-        self, request: orchestrator_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext
-    ) -> orchestrator_pb2.Job:
-        self.requests.append(request)
-        await asyncio.sleep(self.delay_s)
-        if self.refuse:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused for the test")
-        return orchestrator_pb2.Job(job_id=f"job-{len(self.requests)}")
-
-
-@pytest.fixture
-async def orchestrator() -> AsyncIterator[tuple[FakeOrchestrator, RunningServer]]:
-    fake = FakeOrchestrator()
-    running = await start_server(
-        ServiceSettings(port=0, metrics_port=-1),
-        [
-            ServiceDefinition(
-                name="videoanalysis.v1.OrchestratorService",
-                register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(
-                    fake, s
-                ),
-            )
-        ],
-    )
-    yield fake, running
-    await running.stop(0)
 
 
 async def wait_for(
@@ -75,7 +38,7 @@ async def wait_for(
 
 
 async def test_confirm_mode_streams_events_and_submits_on_confirmation(
-    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[Any, RunningServer]
 ) -> None:
     fake, fake_server = orchestrator
     body = remote.make_zip(1_500_000)
@@ -181,7 +144,7 @@ async def test_confirm_mode_streams_events_and_submits_on_confirmation(
 
 
 async def test_a_refused_submission_can_be_retried(
-    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[Any, RunningServer]
 ) -> None:
     fake, fake_server = orchestrator
     fake.refuse = True
@@ -208,7 +171,7 @@ async def test_a_refused_submission_can_be_retried(
 
 
 async def test_a_download_left_unsubmitted_is_submitted_at_the_next_start(
-    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[Any, RunningServer]
 ) -> None:
     """Downloaded, then the process stopped before SubmitJob (or it ran in confirm mode): an
     auto-submitting monitor submits it when it starts."""
@@ -229,7 +192,7 @@ async def test_a_download_left_unsubmitted_is_submitted_at_the_next_start(
 
 
 async def test_two_confirmations_at_once_submit_one_job(
-    remote: Any, settings_for: SettingsFor, orchestrator: tuple[FakeOrchestrator, RunningServer]
+    remote: Any, settings_for: SettingsFor, orchestrator: tuple[Any, RunningServer]
 ) -> None:
     fake, fake_server = orchestrator
     fake.delay_s = 0.3

@@ -40,6 +40,7 @@ def concrete(path: str, job_id: str) -> str:
         "filename": "app.css",
         "project": "p",
         "month": "2026-01",
+        "download_id": "csv_0123abcd",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

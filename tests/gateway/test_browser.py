@@ -558,6 +558,82 @@ async def test_token_prompt_when_reads_need_auth(
     await page.wait_for_selector("#token-dialog[open]")
 
 
+async def test_downloads_panel_confirms_a_download(
+    browser: Any,
+    gateway_url: Callable[..., Awaitable[str]],
+    fake_pipeline: PipelineFake,
+    media_root: Path,
+    tmp_path: Path,
+    shots: Path,
+) -> None:
+    """The real download monitor behind the panel: a webhook row (served on loopback, with the
+    Dropbox host pointed there) is downloaded on "Check the webhook now", waits for confirmation,
+    and becomes a job on "Confirm"."""
+    import io
+    import zipfile
+
+    from aiohttp import web
+
+    from services.downloads.config import DownloadsSettings
+    from services.downloads.server import running_monitor
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("Projet Soleil/clip.bin", os.urandom(50_000))
+    row = {
+        "source_url": "https://www.dropbox.com/s/k/Projet%20Soleil.zip?dl=0",
+        "original_filename": "Projet Soleil.zip",
+        "provider": "dropbox",
+        "created_at": "2026-12-01T09:30:00Z",
+    }
+    remote = web.Application()
+    remote.router.add_get("/webhook", lambda _r: web.json_response([row]))
+    remote.router.add_get(
+        "/s/k/Projet Soleil.zip",
+        lambda _r: web.Response(
+            body=archive.getvalue(),
+            content_type="application/zip",
+            headers={"Content-Disposition": 'attachment; filename="Projet Soleil.zip"'},
+        ),
+    )
+    remote_server = TestServer(remote, host="127.0.0.1")
+    await remote_server.start_server()
+    settings = DownloadsSettings(
+        port=0,
+        metrics_port=-1,
+        media_root=media_root,
+        db_path=tmp_path / "downloads.sqlite3",
+        webhook_url=str(remote_server.make_url("/webhook")),
+        webhook_cache_ttl_s=0,
+        dropbox_base_url=str(remote_server.make_url("/")).rstrip("/"),
+        dropbox_direct_base_url=str(remote_server.make_url("/direct")),
+        poll_interval_s=3600,
+        auto_submit=False,
+        orchestrator_addr=fake_pipeline.address,
+    )
+    try:
+        async with running_monitor(settings) as (_monitor, monitor_server):
+            base = await gateway_url(downloads_addr=monitor_server.address)
+            session = await open_dashboard(browser, base, "/#/downloads")
+            page = session.page
+            await give_token(session)
+            await page.wait_for_selector(".downloads-summary[data-webhook]")
+            await page.click("text=Check the webhook now")
+            waiting = "tr[data-state=awaiting_confirmation]"
+            await page.wait_for_selector(waiting)
+            assert await page.text_content(f"{waiting} td") == "Projet Soleil.zip"
+            await page.screenshot(path=str(shots / "downloads-waiting.png"), full_page=True)
+            await page.click(f"{waiting} button")
+            await page.wait_for_selector("tr[data-state=submitted] a[href^='#/jobs/']")
+            [job] = fake_pipeline.jobs.values()
+            assert [v.path for v in job.videos] == ["downloads/Projet Soleil.zip"]
+            await page.screenshot(path=str(shots / "downloads-submitted.png"), full_page=True)
+            unexpected = [e for e in session.errors if "status of 401" not in e]
+            assert unexpected == [], session.errors
+    finally:
+        await remote_server.close()
+
+
 # Slow tier: the real stack.
 
 

@@ -7,6 +7,7 @@ schemathesis calls the API synchronously."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Iterator
@@ -27,12 +28,15 @@ from synthetic import make_video
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from services.common.files import leftover
+from services.downloads.config import DownloadsSettings
+from services.downloads.server import running_monitor
 
 EXAMPLES = 25
 
 
 class BackgroundGateway:
-    """A real gateway and fake orchestrator on loopback, served by a thread's own loop."""
+    """A real gateway, a fake orchestrator and a real download monitor (its webhook unreachable)
+    on loopback, served by a thread's own loop."""
 
     def __init__(self, media_root: Path) -> None:
         self.media_root = media_root
@@ -41,6 +45,7 @@ class BackgroundGateway:
         self.fake = FakeOrchestrator()
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.monitor = contextlib.AsyncExitStack()
 
     def __enter__(self) -> BackgroundGateway:
         self.thread.start()
@@ -57,8 +62,24 @@ class BackgroundGateway:
         await self.fake.start(0)
         job = self.fake.add_job(["clips/a.mp4"], label="fuzz")
         self.job_id = job.job_id
+        downloads = DownloadsSettings(
+            port=0,
+            metrics_port=-1,
+            media_root=self.media_root,
+            db_path=self.media_root.parent / "downloads.sqlite3",
+            webhook_url="http://127.0.0.1:1/webhook",
+            webhook_retry_delays_s=(0.01,),
+            poll_interval_s=3600,
+            orchestrator_addr=self.fake.address,
+        )
+        _monitor, monitor_server = await self.monitor.enter_async_context(
+            running_monitor(downloads)
+        )
         settings = GatewaySettings(
-            orchestrator_addr=self.fake.address, media_root=self.media_root, tokens=TOKEN
+            orchestrator_addr=self.fake.address,
+            downloads_addr=monitor_server.address,
+            media_root=self.media_root,
+            tokens=TOKEN,
         )
         self.runner = web.AppRunner(create_app(settings))
         await self.runner.setup()
@@ -69,6 +90,7 @@ class BackgroundGateway:
     async def _stop(self) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
+        await self.monitor.aclose()
         await self.fake.stop()
 
     @property

@@ -52,6 +52,10 @@ const STATE_LABELS = {
   serving: "Serving",
   not_serving: "Not serving",
   unreachable: "Unreachable",
+  downloading: "Downloading",
+  awaiting_confirmation: "Awaiting confirmation",
+  submitted: "Submitted",
+  dry_run: "Dry run",
 };
 
 /** A state chip: the label is text, the colour comes from data-state in the CSS. */

@@ -7,6 +7,7 @@ import { FINAL_JOB_STATES, announce, clear, el, text, toast } from "./dom.js";
 import { JobView, JobsListView } from "./views/jobs.js";
 import { ResultsView } from "./views/results.js";
 import { SystemView } from "./views/system.js";
+import { DownloadsView } from "./views/downloads.js";
 import { SubmitView } from "./views/submit.js";
 import { ReportsView } from "./views/reports.js";
 import { initReportViewer } from "./reportviewer.js";
@@ -28,6 +29,7 @@ function route() {
   if (parts[0] === "jobs" && parts[1]) return { nav: "jobs", view: new JobView(ctx, parts[1]) };
   if (parts[0] === "submit") return { nav: "submit", view: new SubmitView(ctx) };
   if (parts[0] === "system") return { nav: "system", view: new SystemView(ctx) };
+  if (parts[0] === "downloads") return { nav: "downloads", view: new DownloadsView(ctx) };
   if (parts[0] === "reports") return { nav: "reports", view: new ReportsView(ctx) };
   return { nav: "jobs", view: new JobsListView(ctx) };
 }
