@@ -130,11 +130,14 @@ class Orchestrator:
         paths: Sequence[str],
         options: orchestrator_pb2.JobOptions | None = None,
         label: str = "",
+        submit_key: str = "",
     ) -> str:
-        """Validates and records a job, starts it, and returns its id.
+        """Validates and records a job, starts it, and returns its id; with a ``submit_key`` that
+        an earlier submission of the same inputs used, returns that job's id instead.
 
         Raises:
-            InvalidArgument: no inputs, a path outside the media root, a bad option.
+            InvalidArgument: no inputs, a path outside the media root, a bad option, a
+                ``submit_key`` already used for other inputs.
             MediaNotFound: an input does not exist.
         """
         options = options or orchestrator_pb2.JobOptions()
@@ -142,11 +145,25 @@ class Orchestrator:
             raise InvalidArgument("a job needs at least one input")
         for path in paths:
             self.media.resolve(path)
-        check_job_options(options, label=label)
+        check_job_options(options, label=label, submit_key=submit_key)
         output_dir = options.output_dir or self.settings.output_dir
         self.media.resolve(output_dir, must_exist=False)
         job_id = uuid.uuid4().hex[:16]
-        await self.store.create_job(job_id, list(paths), options_dict(options), label, output_dir)
+        async with self.store.transaction() as tx:
+            earlier = await tx.submitted_with(submit_key) if submit_key else None
+            if earlier is None:
+                record = options_dict(options)
+                await tx.create_job(
+                    job_id, list(paths), record, label, output_dir, submit_key or None
+                )
+        if earlier is not None:
+            earlier_id, earlier_paths = earlier
+            if earlier_paths != list(paths):
+                raise InvalidArgument(
+                    f"submit_key {submit_key!r} was used for job {earlier_id} with other inputs"
+                )
+            log.info("job %s: submitted again with its key, not started twice", earlier_id)
+            return earlier_id
         log.info("job %s submitted: %s", job_id, ", ".join(paths))
         self._schedule(job_id)
         return job_id

@@ -15,12 +15,17 @@ from services.common.errors import InvalidArgument
 from services.common.media import check_relative
 from services.tracking.mesh import MAX_FACES
 
+#: Longest ``SubmitJobRequest.submit_key``.
+MAX_SUBMIT_KEY_CHARS = 200
 #: Longest job label (free text shown in lists).
 MAX_LABEL_CHARS = 1000
 
 
-def check_job_options(options: orchestrator_pb2.JobOptions, *, label: str = "") -> None:
-    """Raises :class:`InvalidArgument` for an option (or a label) no job could run with.
+def check_job_options(
+    options: orchestrator_pb2.JobOptions, *, label: str = "", submit_key: str = ""
+) -> None:
+    """Raises :class:`InvalidArgument` for an option (or a label, or a submit key) no job could
+    run with.
 
     Zero (the proto default) always means "the service's default" and is accepted.
     """
@@ -41,3 +46,7 @@ def check_job_options(options: orchestrator_pb2.JobOptions, *, label: str = "") 
         check_relative(options.output_dir, "output_dir")
     if len(label) > MAX_LABEL_CHARS:
         raise InvalidArgument(f"label is longer than {MAX_LABEL_CHARS} characters ({len(label)})")
+    if len(submit_key) > MAX_SUBMIT_KEY_CHARS or not submit_key.isprintable():
+        raise InvalidArgument(
+            f"submit_key must be at most {MAX_SUBMIT_KEY_CHARS} printable characters"
+        )

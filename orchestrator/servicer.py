@@ -21,7 +21,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> orchestrator_pb2.Job:
         async with mapped_errors(context):
             job_id = await self._orchestrator.submit(
-                [ref.path for ref in request.inputs], request.options, request.label
+                [ref.path for ref in request.inputs],
+                request.options,
+                request.label,
+                submit_key=request.submit_key,
             )
             return await self._job(job_id)
 

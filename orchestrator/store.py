@@ -148,6 +148,11 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_time ON events(time);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # 3: idempotent submission (SubmitJobRequest.submit_key).
+    """
+    ALTER TABLE jobs ADD COLUMN submit_key TEXT;
+    CREATE UNIQUE INDEX jobs_by_submit_key ON jobs(submit_key) WHERE submit_key IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -94,17 +94,32 @@ class Transaction:
         options: dict[str, Any],
         label: str,
         output_dir: str,
+        submit_key: str | None = None,
     ) -> None:
         now = time.time()
         await self._db.execute(
-            "INSERT INTO jobs (job_id, state, label, options, output_dir, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job_id, QUEUED, label, json.dumps(options), output_dir, now, now),
+            "INSERT INTO jobs (job_id, state, label, options, output_dir, created_at, updated_at,"
+            " submit_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, QUEUED, label, json.dumps(options), output_dir, now, now, submit_key),
         )
         await self._db.executemany(
             "INSERT INTO inputs (job_id, idx, path) VALUES (?, ?, ?)",
             [(job_id, idx, path) for idx, path in enumerate(inputs)],
         )
+
+    async def submitted_with(self, submit_key: str) -> tuple[str, list[str]] | None:
+        """The job an earlier submission with ``submit_key`` made, and its inputs."""
+        async with self._db.execute(
+            "SELECT job_id FROM jobs WHERE submit_key = ?", (submit_key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        async with self._db.execute(
+            "SELECT path FROM inputs WHERE job_id = ? ORDER BY idx", (row[0],)
+        ) as cursor:
+            paths = [path for (path,) in await cursor.fetchall()]
+        return str(row[0]), paths
 
     async def set_job_state(
         self, job_id: str, state: str, *, error: str | None = None, finished: bool = False

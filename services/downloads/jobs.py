@@ -13,9 +13,11 @@ from services.downloads.monitor import SubmitError
 class OrchestratorJobs:
     """One long-lived channel to the orchestrator.
 
-    SubmitJob is not idempotent, so it is never retried: the call waits (``wait_for_ready``, up to
-    ``timeout_s``) for the orchestrator to be reachable and is made once; a failure leaves the
-    download FAILED with ``submit_failed`` for RetryDownload.
+    The call waits (``wait_for_ready``, up to ``timeout_s``) for the orchestrator to be reachable
+    and is made once; a failure leaves the download FAILED with ``submit_failed`` for
+    RetryDownload. Each download submits with its own ``submit_key``, so a submission repeated
+    after a lost reply or a crash (the job made, its id not yet recorded here) returns the same
+    job instead of analysing the archive twice.
     """
 
     def __init__(
@@ -25,11 +27,11 @@ class OrchestratorJobs:
         self._stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._channel)
         self._timeout_s = timeout_s
 
-    async def submit(self, path: str, label: str) -> str:
+    async def submit(self, path: str, label: str, key: str = "") -> str:
         try:
             job = await self._stub.SubmitJob(
                 orchestrator_pb2.SubmitJobRequest(
-                    inputs=[common_pb2.MediaRef(path=path)], label=label
+                    inputs=[common_pb2.MediaRef(path=path)], label=label, submit_key=key
                 ),
                 timeout=self._timeout_s,
                 wait_for_ready=True,

@@ -54,8 +54,9 @@ class SubmitError(Exception):
 
 
 class JobSubmitter(Protocol):
-    async def submit(self, path: str, label: str) -> str:
-        """Submits the archive at media-root-relative ``path``; returns the job id."""
+    async def submit(self, path: str, label: str, key: str) -> str:
+        """Submits the archive at media-root-relative ``path``; returns the job id. A second
+        submission with the same ``key`` returns the first one's job (no second job)."""
         ...
 
 
@@ -402,7 +403,9 @@ class Monitor:
         self._submitting.add(row.download_id)
         name = Path(row.path).name
         try:
-            job_id = await self._submitter.submit(row.path, f"download {row.download_id}: {name}")
+            job_id = await self._submitter.submit(
+                row.path, f"download {row.download_id}: {name}", key=f"download:{row.download_id}"
+            )
         except SubmitError as exc:
             metrics.DOWNLOADS_JOBS_SUBMITTED.labels("failed").inc()
             log.warning("submitting %s failed: %s", row.download_id, exc)

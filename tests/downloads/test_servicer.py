@@ -189,6 +189,9 @@ async def test_a_download_left_unsubmitted_is_submitted_at_the_next_start(
         (view,) = await monitor.list()
     assert (view.row.state, view.row.job_id) == (hs.SUBMITTED, "job-1")
     assert [i.path for i in fake.requests[0].inputs] == [waiting.row.path]
+    # Its own key: were this a second submission after a crash, the orchestrator would return
+    # the first one's job (tests/orchestrator/fast: test_a_submit_key_makes_...).
+    assert fake.requests[0].submit_key == f"download:{waiting.row.download_id}"
 
 
 async def test_two_confirmations_at_once_submit_one_job(

@@ -18,53 +18,53 @@ from protos.videoanalysis.v1 import scene_pb2 as protos_dot_videoanalysis_dot_v1
 from protos.videoanalysis.v1 import audio_pb2 as protos_dot_videoanalysis_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*protos/videoanalysis/v1/orchestrator.proto\x12\x10videoanalysis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$protos/videoanalysis/v1/common.proto\x1a#protos/videoanalysis/v1/scene.proto\x1a#protos/videoanalysis/v1/audio.proto\"\xb8\x02\n\nJobOptions\x12>\n\nscene_mode\x18\x01 \x01(\x0e\x32*.videoanalysis.v1.DetectScenesRequest.Mode\x12\x17\n\x0fscene_threshold\x18\x02 \x01(\x02\x12=\n\x0c\x61udio_engine\x18\x03 \x01(\x0e\x32\'.videoanalysis.v1.DiarizeRequest.Engine\x12\x14\n\x0cnum_speakers\x18\x04 \x01(\x05\x12\x14\n\x0cmin_speakers\x18\x05 \x01(\x05\x12\x14\n\x0cmax_speakers\x18\x06 \x01(\x05\x12\x11\n\tmax_faces\x18\x07 \x01(\x05\x12\x17\n\x0f\x64\x65lete_archives\x18\x08 \x01(\x08\x12\x12\n\noutput_dir\x18\t \x01(\t\x12\x10\n\x08no_cache\x18\n \x01(\x08\"|\n\x10SubmitJobRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.videoanalysis.v1.MediaRef\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.videoanalysis.v1.JobOptions\x12\r\n\x05label\x18\x03 \x01(\t\"\xff\x01\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.videoanalysis.v1.StepState\x12,\n\x08progress\x18\x03 \x01(\x0b\x32\x1a.videoanalysis.v1.Progress\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65ta_s\x18\x08 \x01(\x01\"\xdd\x01\n\x0bVideoStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.videoanalysis.v1.StepState\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.videoanalysis.v1.Step\x12\x12\n\noutput_dir\x18\x06 \x01(\t\x12\x12\n\nfrom_cache\x18\x07 \x01(\x08\x12\r\n\x05index\x18\x08 \x01(\x05\x12\x17\n\x0fnormalized_path\x18\t \x01(\t\"\xbc\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.videoanalysis.v1.JobState\x12*\n\x06inputs\x18\x03 \x03(\x0b\x32\x1a.videoanalysis.v1.MediaRef\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.videoanalysis.v1.JobOptions\x12-\n\x06videos\x18\x05 \x03(\x0b\x32\x1d.videoanalysis.v1.VideoStatus\x12-\n\x06\x65rrors\x18\x06 \x03(\x0b\x32\x1d.videoanalysis.v1.ErrorDetail\x12\r\n\x05label\x18\x07 \x01(\t\x12\x12\n\noutput_dir\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x0c \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"L\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12*\n\x06states\x18\x02 \x03(\x0e\x32\x1a.videoanalysis.v1.JobState\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.videoanalysis.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x10WatchJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\x16\n\x0esnapshot_limit\x18\x04 \x01(\x05\"J\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"?\n\x12GetJobLogsResponse\x12)\n\x05lines\x18\x01 \x03(\x0b\x32\x1a.videoanalysis.v1.JobEvent\"1\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x17\n\x0foldest_sequence\x18\x02 \x01(\x03\"\x16\n\x06Synced\x12\x0c\n\x04jobs\x18\x01 \x01(\x05\"@\n\tStepEvent\x12\r\n\x05video\x18\x01 \x01(\t\x12$\n\x04step\x18\x02 \x01(\x0b\x32\x16.videoanalysis.v1.Step\";\n\x07LogLine\x12\x10\n\x08severity\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05video\x18\x03 \x01(\t\"\x96\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08snapshot\x18\x04 \x01(\x0b\x32\x15.videoanalysis.v1.JobH\x00\x12+\n\x04step\x18\x05 \x01(\x0b\x32\x1b.videoanalysis.v1.StepEventH\x00\x12.\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.videoanalysis.v1.ErrorDetailH\x00\x12(\n\x03log\x18\x07 \x01(\x0b\x32\x19.videoanalysis.v1.LogLineH\x00\x12+\n\x05state\x18\x08 \x01(\x0e\x32\x1a.videoanalysis.v1.JobStateH\x00\x12*\n\x06resync\x18\t \x01(\x0b\x32\x18.videoanalysis.v1.ResyncH\x00\x12*\n\x06synced\x18\n \x01(\x0b\x32\x18.videoanalysis.v1.SyncedH\x00\x42\x07\n\x05\x65vent*\xbf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x03\x12#\n\x1fJOB_STATE_COMPLETED_WITH_ERRORS\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xba\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x06\x32\xaf\x04\n\x13OrchestratorService\x12\x46\n\tSubmitJob\x12\".videoanalysis.v1.SubmitJobRequest\x1a\x15.videoanalysis.v1.Job\x12@\n\x06GetJob\x12\x1f.videoanalysis.v1.GetJobRequest\x1a\x15.videoanalysis.v1.Job\x12Q\n\x08ListJobs\x12!.videoanalysis.v1.ListJobsRequest\x1a\".videoanalysis.v1.ListJobsResponse\x12\x46\n\tCancelJob\x12\".videoanalysis.v1.CancelJobRequest\x1a\x15.videoanalysis.v1.Job\x12K\n\x08WatchJob\x12!.videoanalysis.v1.WatchJobRequest\x1a\x1a.videoanalysis.v1.JobEvent0\x01\x12M\n\tWatchJobs\x12\".videoanalysis.v1.WatchJobsRequest\x1a\x1a.videoanalysis.v1.JobEvent0\x01\x12W\n\nGetJobLogs\x12#.videoanalysis.v1.GetJobLogsRequest\x1a$.videoanalysis.v1.GetJobLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*protos/videoanalysis/v1/orchestrator.proto\x12\x10videoanalysis.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$protos/videoanalysis/v1/common.proto\x1a#protos/videoanalysis/v1/scene.proto\x1a#protos/videoanalysis/v1/audio.proto\"\xb8\x02\n\nJobOptions\x12>\n\nscene_mode\x18\x01 \x01(\x0e\x32*.videoanalysis.v1.DetectScenesRequest.Mode\x12\x17\n\x0fscene_threshold\x18\x02 \x01(\x02\x12=\n\x0c\x61udio_engine\x18\x03 \x01(\x0e\x32\'.videoanalysis.v1.DiarizeRequest.Engine\x12\x14\n\x0cnum_speakers\x18\x04 \x01(\x05\x12\x14\n\x0cmin_speakers\x18\x05 \x01(\x05\x12\x14\n\x0cmax_speakers\x18\x06 \x01(\x05\x12\x11\n\tmax_faces\x18\x07 \x01(\x05\x12\x17\n\x0f\x64\x65lete_archives\x18\x08 \x01(\x08\x12\x12\n\noutput_dir\x18\t \x01(\t\x12\x10\n\x08no_cache\x18\n \x01(\x08\"\x90\x01\n\x10SubmitJobRequest\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.videoanalysis.v1.MediaRef\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.videoanalysis.v1.JobOptions\x12\r\n\x05label\x18\x03 \x01(\t\x12\x12\n\nsubmit_key\x18\x04 \x01(\t\"\xff\x01\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.videoanalysis.v1.StepState\x12,\n\x08progress\x18\x03 \x01(\x0b\x32\x1a.videoanalysis.v1.Progress\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65ta_s\x18\x08 \x01(\x01\"\xdd\x01\n\x0bVideoStatus\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.videoanalysis.v1.StepState\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.videoanalysis.v1.Step\x12\x12\n\noutput_dir\x18\x06 \x01(\t\x12\x12\n\nfrom_cache\x18\x07 \x01(\x08\x12\r\n\x05index\x18\x08 \x01(\x05\x12\x17\n\x0fnormalized_path\x18\t \x01(\t\"\xbc\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.videoanalysis.v1.JobState\x12*\n\x06inputs\x18\x03 \x03(\x0b\x32\x1a.videoanalysis.v1.MediaRef\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.videoanalysis.v1.JobOptions\x12-\n\x06videos\x18\x05 \x03(\x0b\x32\x1d.videoanalysis.v1.VideoStatus\x12-\n\x06\x65rrors\x18\x06 \x03(\x0b\x32\x1d.videoanalysis.v1.ErrorDetail\x12\r\n\x05label\x18\x07 \x01(\t\x12\x12\n\noutput_dir\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x0c \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"L\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12*\n\x06states\x18\x02 \x03(\x0e\x32\x1a.videoanalysis.v1.JobState\"7\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.videoanalysis.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"e\n\x10WatchJobsRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\x12\x16\n\x0esnapshot_limit\x18\x04 \x01(\x05\"J\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"?\n\x12GetJobLogsResponse\x12)\n\x05lines\x18\x01 \x03(\x0b\x32\x1a.videoanalysis.v1.JobEvent\"1\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x17\n\x0foldest_sequence\x18\x02 \x01(\x03\"\x16\n\x06Synced\x12\x0c\n\x04jobs\x18\x01 \x01(\x05\"@\n\tStepEvent\x12\r\n\x05video\x18\x01 \x01(\t\x12$\n\x04step\x18\x02 \x01(\x0b\x32\x16.videoanalysis.v1.Step\";\n\x07LogLine\x12\x10\n\x08severity\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05video\x18\x03 \x01(\t\"\x96\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x08snapshot\x18\x04 \x01(\x0b\x32\x15.videoanalysis.v1.JobH\x00\x12+\n\x04step\x18\x05 \x01(\x0b\x32\x1b.videoanalysis.v1.StepEventH\x00\x12.\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.videoanalysis.v1.ErrorDetailH\x00\x12(\n\x03log\x18\x07 \x01(\x0b\x32\x19.videoanalysis.v1.LogLineH\x00\x12+\n\x05state\x18\x08 \x01(\x0e\x32\x1a.videoanalysis.v1.JobStateH\x00\x12*\n\x06resync\x18\t \x01(\x0b\x32\x18.videoanalysis.v1.ResyncH\x00\x12*\n\x06synced\x18\n \x01(\x0b\x32\x18.videoanalysis.v1.SyncedH\x00\x42\x07\n\x05\x65vent*\xbf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x03\x12#\n\x1fJOB_STATE_COMPLETED_WITH_ERRORS\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xba\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x06\x32\xaf\x04\n\x13OrchestratorService\x12\x46\n\tSubmitJob\x12\".videoanalysis.v1.SubmitJobRequest\x1a\x15.videoanalysis.v1.Job\x12@\n\x06GetJob\x12\x1f.videoanalysis.v1.GetJobRequest\x1a\x15.videoanalysis.v1.Job\x12Q\n\x08ListJobs\x12!.videoanalysis.v1.ListJobsRequest\x1a\".videoanalysis.v1.ListJobsResponse\x12\x46\n\tCancelJob\x12\".videoanalysis.v1.CancelJobRequest\x1a\x15.videoanalysis.v1.Job\x12K\n\x08WatchJob\x12!.videoanalysis.v1.WatchJobRequest\x1a\x1a.videoanalysis.v1.JobEvent0\x01\x12M\n\tWatchJobs\x12\".videoanalysis.v1.WatchJobsRequest\x1a\x1a.videoanalysis.v1.JobEvent0\x01\x12W\n\nGetJobLogs\x12#.videoanalysis.v1.GetJobLogsRequest\x1a$.videoanalysis.v1.GetJobLogsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.videoanalysis.v1.orchestrator_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_JOBSTATE']._serialized_start=2674
-  _globals['_JOBSTATE']._serialized_end=2865
-  _globals['_STEPSTATE']._serialized_start=2868
-  _globals['_STEPSTATE']._serialized_end=3054
+  _globals['_JOBSTATE']._serialized_start=2695
+  _globals['_JOBSTATE']._serialized_end=2886
+  _globals['_STEPSTATE']._serialized_start=2889
+  _globals['_STEPSTATE']._serialized_end=3075
   _globals['_JOBOPTIONS']._serialized_start=210
   _globals['_JOBOPTIONS']._serialized_end=522
-  _globals['_SUBMITJOBREQUEST']._serialized_start=524
-  _globals['_SUBMITJOBREQUEST']._serialized_end=648
-  _globals['_STEP']._serialized_start=651
-  _globals['_STEP']._serialized_end=906
-  _globals['_VIDEOSTATUS']._serialized_start=909
-  _globals['_VIDEOSTATUS']._serialized_end=1130
-  _globals['_JOB']._serialized_start=1133
-  _globals['_JOB']._serialized_end=1577
-  _globals['_GETJOBREQUEST']._serialized_start=1579
-  _globals['_GETJOBREQUEST']._serialized_end=1610
-  _globals['_LISTJOBSREQUEST']._serialized_start=1612
-  _globals['_LISTJOBSREQUEST']._serialized_end=1688
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1690
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1745
-  _globals['_CANCELJOBREQUEST']._serialized_start=1747
-  _globals['_CANCELJOBREQUEST']._serialized_end=1781
-  _globals['_WATCHJOBREQUEST']._serialized_start=1783
-  _globals['_WATCHJOBREQUEST']._serialized_end=1816
-  _globals['_WATCHJOBSREQUEST']._serialized_start=1818
-  _globals['_WATCHJOBSREQUEST']._serialized_end=1919
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=1921
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=1995
-  _globals['_GETJOBLOGSRESPONSE']._serialized_start=1997
-  _globals['_GETJOBLOGSRESPONSE']._serialized_end=2060
-  _globals['_RESYNC']._serialized_start=2062
-  _globals['_RESYNC']._serialized_end=2111
-  _globals['_SYNCED']._serialized_start=2113
-  _globals['_SYNCED']._serialized_end=2135
-  _globals['_STEPEVENT']._serialized_start=2137
-  _globals['_STEPEVENT']._serialized_end=2201
-  _globals['_LOGLINE']._serialized_start=2203
-  _globals['_LOGLINE']._serialized_end=2262
-  _globals['_JOBEVENT']._serialized_start=2265
-  _globals['_JOBEVENT']._serialized_end=2671
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=3057
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=3616
+  _globals['_SUBMITJOBREQUEST']._serialized_start=525
+  _globals['_SUBMITJOBREQUEST']._serialized_end=669
+  _globals['_STEP']._serialized_start=672
+  _globals['_STEP']._serialized_end=927
+  _globals['_VIDEOSTATUS']._serialized_start=930
+  _globals['_VIDEOSTATUS']._serialized_end=1151
+  _globals['_JOB']._serialized_start=1154
+  _globals['_JOB']._serialized_end=1598
+  _globals['_GETJOBREQUEST']._serialized_start=1600
+  _globals['_GETJOBREQUEST']._serialized_end=1631
+  _globals['_LISTJOBSREQUEST']._serialized_start=1633
+  _globals['_LISTJOBSREQUEST']._serialized_end=1709
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1711
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1766
+  _globals['_CANCELJOBREQUEST']._serialized_start=1768
+  _globals['_CANCELJOBREQUEST']._serialized_end=1802
+  _globals['_WATCHJOBREQUEST']._serialized_start=1804
+  _globals['_WATCHJOBREQUEST']._serialized_end=1837
+  _globals['_WATCHJOBSREQUEST']._serialized_start=1839
+  _globals['_WATCHJOBSREQUEST']._serialized_end=1940
+  _globals['_GETJOBLOGSREQUEST']._serialized_start=1942
+  _globals['_GETJOBLOGSREQUEST']._serialized_end=2016
+  _globals['_GETJOBLOGSRESPONSE']._serialized_start=2018
+  _globals['_GETJOBLOGSRESPONSE']._serialized_end=2081
+  _globals['_RESYNC']._serialized_start=2083
+  _globals['_RESYNC']._serialized_end=2132
+  _globals['_SYNCED']._serialized_start=2134
+  _globals['_SYNCED']._serialized_end=2156
+  _globals['_STEPEVENT']._serialized_start=2158
+  _globals['_STEPEVENT']._serialized_end=2222
+  _globals['_LOGLINE']._serialized_start=2224
+  _globals['_LOGLINE']._serialized_end=2283
+  _globals['_JOBEVENT']._serialized_start=2286
+  _globals['_JOBEVENT']._serialized_end=2692
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=3078
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=3637
 # @@protoc_insertion_point(module_scope)

@@ -69,14 +69,16 @@ class JobOptions(_message.Message):
     def __init__(self, scene_mode: _Optional[_Union[_scene_pb2.DetectScenesRequest.Mode, str]] = ..., scene_threshold: _Optional[float] = ..., audio_engine: _Optional[_Union[_audio_pb2.DiarizeRequest.Engine, str]] = ..., num_speakers: _Optional[int] = ..., min_speakers: _Optional[int] = ..., max_speakers: _Optional[int] = ..., max_faces: _Optional[int] = ..., delete_archives: bool = ..., output_dir: _Optional[str] = ..., no_cache: bool = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("inputs", "options", "label")
+    __slots__ = ("inputs", "options", "label", "submit_key")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_KEY_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[_common_pb2.MediaRef]
     options: JobOptions
     label: str
-    def __init__(self, inputs: _Optional[_Iterable[_Union[_common_pb2.MediaRef, _Mapping]]] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
+    submit_key: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[_common_pb2.MediaRef, _Mapping]]] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., label: _Optional[str] = ..., submit_key: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
     __slots__ = ("name", "state", "progress", "error", "attempts", "started_at", "finished_at", "eta_s")

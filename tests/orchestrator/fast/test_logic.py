@@ -282,3 +282,52 @@ async def test_settings_read_service_addresses_from_the_registry(monkeypatch) ->
     assert settings.link("audio").concurrency == 5
     assert settings.with_addresses({"ingest": "i:1"}).address_of("ingest") == "i:1"
     assert set(settings.services) == {"ingest", "scene", "audio", "tracking"}
+
+
+async def test_a_submit_key_makes_submission_idempotent_across_a_restart(
+    fast_settings, clip
+) -> None:
+    """What the download monitor relies on: submitting again after a lost reply or a crash
+    (the orchestrator restarted in between) returns the first job, never a second one."""
+    request = orchestrator_pb2.SubmitJobRequest(
+        inputs=[common_pb2.MediaRef(path=clip("k.mp4"))], submit_key="download:csv_0000abcd"
+    )
+    async with (
+        running_orchestrator(fast_settings) as (_orch, server),
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        first = await orchestrator_pb2_grpc.OrchestratorServiceStub(channel).SubmitJob(request)
+    async with (
+        running_orchestrator(fast_settings) as (orch, server),
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        again = await stub.SubmitJob(request)
+        assert again.job_id == first.job_id
+        assert [job.job_id for job in await orch.list_jobs(0, ())] == [first.job_id]
+        # Without a key, or with another one, the same inputs make new jobs.
+        assert await stub.SubmitJob(orchestrator_pb2.SubmitJobRequest(inputs=request.inputs))
+        other = orchestrator_pb2.SubmitJobRequest(inputs=request.inputs, submit_key="other")
+        assert (await stub.SubmitJob(other)).job_id != first.job_id
+        for bad, message in (
+            (
+                orchestrator_pb2.SubmitJobRequest(
+                    inputs=[common_pb2.MediaRef(path=clip("l.mp4"))],
+                    submit_key="download:csv_0000abcd",
+                ),
+                "with other inputs",
+            ),
+            (
+                orchestrator_pb2.SubmitJobRequest(inputs=request.inputs, submit_key="x" * 201),
+                "at most 200 printable",
+            ),
+            (
+                orchestrator_pb2.SubmitJobRequest(inputs=request.inputs, submit_key="a\nb"),
+                "at most 200 printable",
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.SubmitJob(bad)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in (refused.value.details() or "")
+        assert len(await orch.list_jobs(0, ())) == 3
