@@ -18,13 +18,15 @@ than two real speakers, so putting both in one file would test a case real media
 have); ``--voices`` measures how close they are with the engine's embedding.
 
 Each conversation: 2-5 speakers (the count cycles, so every count has the same number of files
-in each half), 40-70 s, turns of 1-20 s cut at pauses of the read speech, gaps of 0.1-1.2 s,
+in each half), about 45-85 s (a 40-65 s target; the last turn may run past it), turns of
+1-20 s cut at pauses of the read speech, gaps of 0.1-1.2 s,
 some turns that start before the previous one ends, some short back-channel fragments
 (0.3-0.9 s) of another speaker over a long turn, a level per speaker (0 to -9 dB) with a
 little variation per turn, and on some files pink noise or a synthetic chord "music" bed
-under everything. The reference marks the voiced stretches of each piece (frames above
--45 dBFS at the voice's -20 dBFS level); pauses of 0.5 s or more split a turn, as the scoring
-collar of 0.25 s forgives anything shorter.
+under everything. As in the ``conv_dev_*`` references, a turn is marked over its whole
+extent, from its first to its last frame above the voice's room tone (+6 dB),
+the natural pauses of the read speech inside it included; between turns there is digital
+silence (or the bed).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COMPOSER_VERSION = 2
+COMPOSER_VERSION = 3
 SAMPLE_RATE = 16000
 SOURCE = Path(__file__).resolve().parents[2].parent / "shared/testdata/audio/librispeech_dev"
 DEFAULT_ROOT = Path.home() / ".cache/videoanalysis/devsets"
@@ -50,7 +52,6 @@ _FRAME = 160  # 10 ms analysis frames
 _SILENT_DB = -35.0  # below the voice's loud frames: a pause
 _MIN_PAUSE_S = 0.12
 _FADE = 160  # 10 ms fades around every piece
-_SPLIT_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Voice:
     factor: float
     audio: np.ndarray
     cuts: np.ndarray  # sample positions inside pauses (where a turn may start or end)
+    pause_db: float  # frames below this level are pauses (room tone)
 
 
 def voice_name(source: str, factor: float) -> str:
@@ -108,7 +110,7 @@ def voice_name(source: str, factor: float) -> str:
 
 
 def load_voice(source: str, factor: float, folder: Path = SOURCE) -> Voice:
-    """The utterances of ``source`` (sorted, 0.3 s apart), speed-perturbed by ``factor``."""
+    """The utterances of ``source`` (sorted, end to end), speed-perturbed by ``factor``."""
     import soundfile
     from scipy.signal import resample_poly
 
@@ -117,7 +119,7 @@ def load_voice(source: str, factor: float, folder: Path = SOURCE) -> Voice:
         audio, rate = soundfile.read(path, dtype="float32")
         if rate != SAMPLE_RATE:
             raise ValueError(f"{path} is {rate} Hz, expected {SAMPLE_RATE}")
-        pieces += [audio, np.zeros(int(0.3 * SAMPLE_RATE), np.float32)]
+        pieces.append(audio)  # each keeps its own leading and trailing room tone
     if not pieces:
         raise FileNotFoundError(f"no utterances of speaker {source} in {folder}")
     audio = np.concatenate(pieces)
@@ -126,7 +128,15 @@ def load_voice(source: str, factor: float, folder: Path = SOURCE) -> Voice:
         audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
     audio /= max(1e-6, float(np.sqrt(np.mean(np.square(audio[_voiced(audio)])))))
     audio *= 0.1  # -20 dBFS RMS over voiced frames
-    return Voice(voice_name(source, factor), source, factor, audio, _pause_centres(audio))
+    threshold = _pause_threshold(audio)
+    return Voice(
+        voice_name(source, factor),
+        source,
+        factor,
+        audio,
+        _pause_centres(audio, threshold),
+        threshold,
+    )
 
 
 def _frame_db(audio: np.ndarray) -> np.ndarray:
@@ -143,37 +153,24 @@ def _voiced(audio: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _pause_centres(audio: np.ndarray) -> np.ndarray:
-    level = _frame_db(audio)
-    silent = np.concatenate(([False], level < np.percentile(level, 95) + _SILENT_DB, [False]))
-    edges = np.flatnonzero(np.diff(silent.astype(int)))
-    runs = edges.reshape(-1, 2)
+def _pause_threshold(audio: np.ndarray) -> float:
+    """Frames below this level are pauses: 6 dB above the room tone (5th-percentile frame)."""
+    return float(np.percentile(_frame_db(audio), 5)) + 6.0
+
+
+def _pause_centres(audio: np.ndarray, threshold_db: float) -> np.ndarray:
+    silent = np.concatenate(([False], _frame_db(audio) < threshold_db, [False]))
+    runs = np.flatnonzero(np.diff(silent.astype(int))).reshape(-1, 2)
     long = runs[(runs[:, 1] - runs[:, 0]) * _FRAME >= _MIN_PAUSE_S * SAMPLE_RATE]
     return (long.mean(axis=1) * _FRAME).astype(int)
 
 
-def _trim(piece: np.ndarray) -> tuple[int, int]:
-    """First and last+1 voiced sample of ``piece`` (frame resolution)."""
-    level = _frame_db(piece)
-    voiced = np.flatnonzero(level > -45.0)  # voices are at -20 dBFS RMS before gains
+def _trim(piece: np.ndarray, threshold_db: float) -> tuple[int, int]:
+    """First and last+1 sample of the frames of ``piece`` above ``threshold_db``."""
+    voiced = np.flatnonzero(_frame_db(piece) > threshold_db)
     if voiced.size == 0:
         return 0, 0
     return int(voiced[0] * _FRAME), int(min(len(piece), (voiced[-1] + 1) * _FRAME))
-
-
-def _voiced_runs(piece: np.ndarray) -> list[tuple[int, int]]:
-    """Sample ``[start, end)`` of the voiced stretches of ``piece``: pauses of at least
-    :data:`_SPLIT_PAUSE_S` split a turn in the reference, shorter ones stay inside it."""
-    level = _frame_db(piece)
-    voiced = np.concatenate(([False], level > -45.0, [False]))
-    runs = np.flatnonzero(np.diff(voiced.astype(int))).reshape(-1, 2).tolist()
-    merged: list[list[int]] = []
-    for first, last in runs:
-        if merged and (first - merged[-1][1]) * _FRAME < _SPLIT_PAUSE_S * SAMPLE_RATE:
-            merged[-1][1] = last
-        else:
-            merged.append([first, last])
-    return [(a * _FRAME, min(len(piece), b * _FRAME)) for a, b in merged]
 
 
 def _fade(piece: np.ndarray) -> np.ndarray:
@@ -208,7 +205,7 @@ class _Cursor:
         """The first ``length_s`` of a phrase: a back-channel-like fragment."""
         start = int(self.voice.cuts[int(rng.integers(len(self.voice.cuts)))])
         piece = self.voice.audio[start : start + int(4 * SAMPLE_RATE)]
-        first, _ = _trim(piece)
+        first, _ = _trim(piece, self.voice.pause_db)
         return piece[first : first + int(length_s * SAMPLE_RATE)]
 
 
@@ -279,7 +276,7 @@ def compose_one(
             speaker = int(rng.choice(choices, p=p))
         for _ in range(10):  # a piece may be all pause: take the next one
             piece = cursors[speaker].turn(_turn_length(params, rng))
-            first, last = _trim(piece)
+            first, last = _trim(piece, voices[speaker].pause_db)
             piece = piece[first:last]
             if len(piece) >= 0.5 * SAMPLE_RATE:
                 break
@@ -312,9 +309,8 @@ def compose_one(
     turns = []
     for start, speaker, audio, _ in placed:
         mix[start : start + len(audio)] += audio
-        for first, last in _voiced_runs(audio / np.float32(gains[speaker])):
-            span = ((start + first) / SAMPLE_RATE, (start + last) / SAMPLE_RATE)
-            turns.append((*span, voices[speaker].name))
+        end_s = (start + len(audio)) / SAMPLE_RATE
+        turns.append((start / SAMPLE_RATE, end_s, voices[speaker].name))
     speech_rms = float(np.sqrt(np.mean(np.square(mix[_voiced(mix)]))))
     draw = rng.random()
     bed: dict[str, object] = {"kind": "none"}
