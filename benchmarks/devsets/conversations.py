@@ -23,10 +23,12 @@ in each half), about 45-85 s (a 40-65 s target; the last turn may run past it), 
 some turns that start before the previous one ends, some short back-channel fragments
 (0.3-0.9 s) of another speaker over a long turn, a level per speaker (0 to -9 dB) with a
 little variation per turn, and on some files pink noise or a synthetic chord "music" bed
-under everything. As in the ``conv_dev_*`` references, a turn is marked over its whole
-extent, from its first to its last frame above the voice's room tone (+6 dB),
-the natural pauses of the read speech inside it included; between turns there is digital
-silence (or the bed).
+under everything. The reference marks each turn from its first to its last frame above
+-55 dBFS (the voices are at -20 dBFS RMS before their gains); a pause inside it splits it only
+where it stays below that level for 0.5 s or more. That is the convention of the ``conv_dev_*``
+references: a reader with audible room tone (-35 to -50 dB) keeps whole sentences, pauses
+included (conv_dev_1/3), one recorded near digital silence has its long pauses left out
+(conv_dev_2). Between turns there is digital silence (or the bed).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-COMPOSER_VERSION = 3
+COMPOSER_VERSION = 4
 SAMPLE_RATE = 16000
 SOURCE = Path(__file__).resolve().parents[2].parent / "shared/testdata/audio/librispeech_dev"
 DEFAULT_ROOT = Path.home() / ".cache/videoanalysis/devsets"
@@ -52,6 +54,8 @@ _FRAME = 160  # 10 ms analysis frames
 _SILENT_DB = -35.0  # below the voice's loud frames: a pause
 _MIN_PAUSE_S = 0.12
 _FADE = 160  # 10 ms fades around every piece
+_REFERENCE_DB = -55.0  # at the voice's -20 dBFS: quieter pauses are not speech in a reference
+_SPLIT_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,20 @@ def _trim(piece: np.ndarray, threshold_db: float) -> tuple[int, int]:
     if voiced.size == 0:
         return 0, 0
     return int(voiced[0] * _FRAME), int(min(len(piece), (voiced[-1] + 1) * _FRAME))
+
+
+def _voiced_runs(piece: np.ndarray) -> list[tuple[int, int]]:
+    """Sample ``[start, end)`` of the stretches of ``piece`` above :data:`_REFERENCE_DB`, pauses
+    below it of :data:`_SPLIT_PAUSE_S` or more splitting them."""
+    voiced = np.concatenate(([False], _frame_db(piece) > _REFERENCE_DB, [False]))
+    runs = np.flatnonzero(np.diff(voiced.astype(int))).reshape(-1, 2).tolist()
+    merged: list[list[int]] = []
+    for first, last in runs:
+        if merged and (first - merged[-1][1]) * _FRAME < _SPLIT_PAUSE_S * SAMPLE_RATE:
+            merged[-1][1] = last
+        else:
+            merged.append([first, last])
+    return [(a * _FRAME, min(len(piece), b * _FRAME)) for a, b in merged]
 
 
 def _fade(piece: np.ndarray) -> np.ndarray:
@@ -309,8 +327,9 @@ def compose_one(
     turns = []
     for start, speaker, audio, _ in placed:
         mix[start : start + len(audio)] += audio
-        end_s = (start + len(audio)) / SAMPLE_RATE
-        turns.append((start / SAMPLE_RATE, end_s, voices[speaker].name))
+        for first, last in _voiced_runs(audio / np.float32(gains[speaker])):
+            span = ((start + first) / SAMPLE_RATE, (start + last) / SAMPLE_RATE)
+            turns.append((*span, voices[speaker].name))
     speech_rms = float(np.sqrt(np.mean(np.square(mix[_voiced(mix)]))))
     draw = rng.random()
     bed: dict[str, object] = {"kind": "none"}
