@@ -173,3 +173,17 @@ def test_composition_is_deterministic_and_its_reference_fits_the_audio() -> None
     assert info["num_speakers"] == 2 and {s for *_, s in reference} == {"1998", "2414x1.12"}
     assert all(0 <= start < end <= len(mix) / 16000 for start, end, _ in reference)
     assert not np.array_equal(mix, compose_one("a", voices, params, np.random.default_rng(4))[0])
+
+
+@pytest.mark.slow
+def test_the_pyannote_engine_honours_the_count_too(tiny_pyannote: Path, three_speakers) -> None:
+    """Wiring, not quality (the tiny pipeline's weights are random): whatever pyannote's
+    clustering returns, the request's count holds."""
+    from services.audio.pyannote_engine import PyannoteEngine
+
+    engine = PyannoteEngine(model_dir=tiny_pyannote, device="cpu")
+    engine.load()
+    audio = three_speakers[: 16000 * 10]
+    for count, expected in ((SpeakerCount(num=3), {3}), (SpeakerCount(max=1), {1})):
+        turns, _ = engine.diarize(audio, count, CancelToken(), lambda _s: None)
+        assert _speakers(turns) in expected
