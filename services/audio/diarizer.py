@@ -131,6 +131,39 @@ def label_turns(raw: Sequence[tuple[float, float, object]]) -> list[Turn]:
     return turns
 
 
+def honour_count(
+    raw: Sequence[tuple[float, float, int]], low: int, high: int
+) -> list[tuple[float, float, int]]:
+    """Turns relabelled so that the number of speakers lies within ``[low, high]``.
+
+    The engines aim for the count themselves; this is the last step that makes the request's
+    ``num/min/max_speakers`` hold exactly whatever happened before (a speaker lost to a
+    minimum turn length, too little speech to cluster into ``num`` groups). Too many: the
+    speaker with the least speech takes the label of the speaker talking nearest in time to
+    it. Too few: the longest turn is cut in half and its second half gets a new speaker.
+    Without any turn (no speech) there is nothing to label and no speaker.
+    """
+    turns = sorted((float(a), float(b), int(c)) for a, b, c in raw if b > a)
+    if not turns:
+        return []
+    while len({label for *_, label in turns}) > high:
+        talk: dict[int, float] = {}
+        for start, end, label in turns:
+            talk[label] = talk.get(label, 0.0) + end - start
+        quiet = min(talk, key=lambda label: (talk[label], label))
+        mine = [(a, b) for a, b, c in turns if c == quiet]
+        others = [(a, b, c) for a, b, c in turns if c != quiet]
+        nearest = min(others, key=lambda t: min(max(0.0, t[0] - b, a - t[1]) for a, b in mine))[2]
+        turns = [(a, b, nearest if c == quiet else c) for a, b, c in turns]
+    while len({label for *_, label in turns}) < low:
+        i = max(range(len(turns)), key=lambda j: turns[j][1] - turns[j][0])
+        start, end, label = turns[i]
+        middle = (start + end) / 2
+        fresh = max(c for *_, c in turns) + 1
+        turns[i : i + 1] = [(start, middle, label), (middle, end, fresh)]
+    return turns
+
+
 def diarize_media(
     path: Path, engine: Engine, count: SpeakerCount, token: CancelToken, progress: ProgressFn
 ) -> DiarizationResult:

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from services.audio.diarizer import SAMPLE_RATE, ProgressFn, SpeakerCount, Step, Turn, label_turns
+from services.audio.diarizer import (
+    MAX_SPEAKERS,
+    SAMPLE_RATE,
+    ProgressFn,
+    SpeakerCount,
+    Step,
+    Turn,
+    honour_count,
+    label_turns,
+)
 from services.common.blocking import CancelToken
 from services.common.errors import Unavailable
 
@@ -225,11 +234,12 @@ class PyannoteEngine:
             annotation = self._pipeline(audio, hook=hook, **options)
         if isinstance(annotation, tuple):  # some versions return (annotation, embeddings)
             annotation = annotation[0]
+        ids: dict[str, int] = {}
         raw = [
-            (seg.start, seg.end, label)
+            (seg.start, seg.end, ids.setdefault(label, len(ids)))
             for seg, _track, label in annotation.itertracks(yield_label=True)
         ]
-        return label_turns(raw)
+        return label_turns(honour_count(raw, *count.bounds(MAX_SPEAKERS)))
 
 
 def _checkpoint_globals() -> list[Any]:

@@ -1,0 +1,1 @@
+"""Dev sets composed deterministically by code from files that already exist (never committed)."""

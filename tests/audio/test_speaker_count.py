@@ -1,0 +1,189 @@
+"""The speaker count: requested counts held exactly, and the hardest composed conversations.
+
+The composed cases are made on the fly by ``benchmarks.devsets.conversations`` from the
+LibriSpeech speakers of the shared test data, like the files of the dev set that were hardest
+for the engine before its count rule (see ``benchmarks/audio.py --set``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.devsets.conversations import ConversationParams, compose_one, load_voice
+from services.audio.diarizer import SpeakerCount, Turn, honour_count
+from services.audio.embedded import EmbeddedEngine
+from services.common.blocking import CancelToken
+from services.common.ffmpeg import read_audio
+
+TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedEngine:
+    loaded = EmbeddedEngine()
+    loaded.load()
+    return loaded
+
+
+def _speakers(turns: list[Turn]) -> int:
+    return len({t.speaker for t in turns})
+
+
+def _der(turns: list[Turn], reference: list[tuple[float, float, str]], duration: float) -> float:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    truth, hypothesis = Annotation(), Annotation()
+    for start, end, speaker in reference:
+        truth[Segment(start, end)] = speaker
+    for turn in turns:
+        hypothesis[Segment(turn.start_s, turn.end_s)] = turn.speaker
+    return DiarizationErrorRate(collar=0.25, skip_overlap=False)(
+        truth, hypothesis, uem=Segment(0, duration)
+    )
+
+
+# ---------------------------------------------------------------------- honour_count
+
+
+def test_honour_count_leaves_an_allowed_count_alone() -> None:
+    raw = [(0.0, 2.0, 0), (2.0, 3.0, 1), (3.0, 5.0, 0)]
+    assert honour_count(raw, 1, 3) == raw
+
+
+def test_honour_count_merges_the_quietest_speaker_into_its_nearest_neighbour() -> None:
+    raw = [(0.0, 4.0, 0), (4.0, 4.5, 2), (5.0, 9.0, 1)]  # speaker 2: 0.5 s, next to speaker 0
+    assert honour_count(raw, 1, 2) == [(0.0, 4.0, 0), (4.0, 4.5, 0), (5.0, 9.0, 1)]
+    assert {label for *_, label in honour_count(raw, 1, 1)} == {0}
+
+
+def test_honour_count_splits_the_longest_turn_when_too_few() -> None:
+    raw = [(0.0, 1.0, 0), (1.0, 5.0, 0)]
+    out = honour_count(raw, 3, 4)
+    assert len({label for *_, label in out}) == 3
+    assert sum(end - start for start, end, _ in out) == pytest.approx(5.0)
+    assert honour_count([], 2, 2) == []  # no speech: no speaker to make up
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+@pytest.fixture(scope="module")
+def three_speakers() -> np.ndarray:
+    """The first 34 s of conv_dev_3: three speakers (2609, 1688, 1998)."""
+    return read_audio(TESTDATA / "audio" / "conv_dev_3.wav")[: 34 * 16000]
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (SpeakerCount(), {3}),
+        (SpeakerCount(num=2), {2}),
+        (SpeakerCount(num=5), {5}),
+        (SpeakerCount(min=4), {4, 5, 6, 7, 8}),
+        (SpeakerCount(max=2), {1, 2}),
+        (SpeakerCount(min=1, max=1), {1}),
+    ],
+)
+def test_requested_counts_hold_exactly(
+    engine, three_speakers, count: SpeakerCount, expected: set[int]
+) -> None:
+    turns, _ = engine.diarize(three_speakers, count, CancelToken(), lambda _s: None)
+    assert _speakers(turns) in expected
+
+
+def test_num_speakers_holds_even_with_too_little_speech_to_cluster(engine) -> None:
+    audio = read_audio(TESTDATA / "audio" / "conv_dev_1.wav")[8000 : 8000 + 16000 * 2]
+    turns, _ = engine.diarize(audio, SpeakerCount(num=3), CancelToken(), lambda _s: None)
+    assert _speakers(turns) == 3
+    turns, _ = engine.diarize(audio, SpeakerCount(min=2), CancelToken(), lambda _s: None)
+    assert _speakers(turns) == 2
+
+
+# ---------------------------------------------------------------------- composed hard cases
+
+#: voices as (LibriSpeech speaker, speed factor), seed, target length, the DER bound (about
+#: 1.5x what the engine scores on it), and overrides of ConversationParams.
+HARD_CASES = {
+    # The closest pair of different voices in the tuning half (cosine 0.75), plus a third:
+    # the speaker-count edge (the eigengap alone merged or split such voices).
+    "closest_pair": ([("2033", 0.88), ("2414", 0.88), ("1998", 1.12)], 5, 45.0, 0.13, {}),
+    # The eigengap over-counted this one (4 for 3).
+    "eigengap_overcount": ([("2609", 1.0), ("1998", 0.88), ("2033", 1.0)], 13, 30.0, 0.08, {}),
+    # Pink noise at 15 dB: the energy-based turn extension used to fill the pauses with noise.
+    "pink_noise": (
+        [("1688", 0.88), ("2609", 0.88), ("2033", 1.12)],
+        9,
+        30.0,
+        0.12,
+        {"noise_probability": 1.0, "noise_snr_db": (15.0, 15.0)},
+    ),
+    # Four speakers over a chord bed at 13 dB.
+    "music_four": (
+        [("2609", 0.88), ("1998", 1.12), ("2414", 1.12), ("2033", 0.88)],
+        14,
+        30.0,
+        0.15,
+        {"noise_probability": 0.0, "music_probability": 1.0, "music_snr_db": (13.0, 13.0)},
+    ),
+}
+
+
+def _compose_and_diarize(
+    engine: EmbeddedEngine, case: str, seed: int | None = None, duration: float | None = None
+) -> tuple[int, float, dict[str, object]]:
+    voices, default_seed, default_duration, _, overrides = HARD_CASES[case]
+    length = duration or default_duration
+    params = ConversationParams(duration_s=(length, length), **overrides)
+    mix, reference, info = compose_one(
+        case,
+        [load_voice(s, f) for s, f in voices],
+        params,
+        np.random.default_rng(default_seed if seed is None else seed),
+    )
+    turns, _ = engine.diarize(mix, SpeakerCount(), CancelToken(), lambda _s: None)
+    return _speakers(turns), _der(turns, reference, len(mix) / 16000), info
+
+
+@pytest.mark.parametrize("case", sorted(HARD_CASES))
+def test_hard_composed_conversations(engine, case: str) -> None:
+    speakers, der, info = _compose_and_diarize(engine, case)
+    assert speakers == info["num_speakers"], info
+    assert der <= HARD_CASES[case][3], info
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: two close voices with little speech")
+def test_closest_pair_in_a_short_conversation(engine) -> None:
+    """The same three voices in 30 s: the two close ones (about 8 s of speech each) come out as
+    one speaker. Strict: if the count rule learns to separate them, this starts to pass."""
+    speakers, _, info = _compose_and_diarize(engine, "closest_pair", duration=30.0)
+    assert speakers == info["num_speakers"], info
+
+
+def test_composition_is_deterministic_and_its_reference_fits_the_audio() -> None:
+    voices = [load_voice("1998", 1.0), load_voice("2414", 1.12)]
+    params = ConversationParams(duration_s=(12.0, 12.0))
+    first = compose_one("a", voices, params, np.random.default_rng(3))
+    second = compose_one("a", voices, params, np.random.default_rng(3))
+    assert np.array_equal(first[0], second[0]) and first[1] == second[1]
+    mix, reference, info = first
+    assert info["num_speakers"] == 2 and {s for *_, s in reference} == {"1998", "2414x1.12"}
+    assert all(0 <= start < end <= len(mix) / 16000 for start, end, _ in reference)
+    assert not np.array_equal(mix, compose_one("a", voices, params, np.random.default_rng(4))[0])
+
+
+@pytest.mark.slow
+def test_the_pyannote_engine_honours_the_count_too(tiny_pyannote: Path, three_speakers) -> None:
+    """Wiring, not quality (the tiny pipeline's weights are random): whatever pyannote's
+    clustering returns, the request's count holds."""
+    from services.audio.pyannote_engine import PyannoteEngine
+
+    engine = PyannoteEngine(model_dir=tiny_pyannote, device="cpu")
+    engine.load()
+    audio = three_speakers[: 16000 * 10]
+    for count, expected in ((SpeakerCount(num=3), {3}), (SpeakerCount(max=1), {1})):
+        turns, _ = engine.diarize(audio, count, CancelToken(), lambda _s: None)
+        assert _speakers(turns) in expected
