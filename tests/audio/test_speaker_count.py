@@ -77,6 +77,7 @@ def three_speakers() -> np.ndarray:
     return read_audio(TESTDATA / "audio" / "conv_dev_3.wav")[: 34 * 16000]
 
 
+@pytest.mark.slow  # real models
 @pytest.mark.parametrize(
     ("count", "expected"),
     [
@@ -95,6 +96,7 @@ def test_requested_counts_hold_exactly(
     assert _speakers(turns) in expected
 
 
+@pytest.mark.slow  # real models
 def test_num_speakers_holds_even_with_too_little_speech_to_cluster(engine) -> None:
     audio = read_audio(TESTDATA / "audio" / "conv_dev_1.wav")[8000 : 8000 + 16000 * 2]
     turns, _ = engine.diarize(audio, SpeakerCount(num=3), CancelToken(), lambda _s: None)
@@ -148,6 +150,7 @@ def _compose_and_diarize(
     return _speakers(turns), _der(turns, reference, len(mix) / 16000), info
 
 
+@pytest.mark.slow  # real models
 @pytest.mark.parametrize("case", sorted(HARD_CASES))
 def test_hard_composed_conversations(engine, case: str) -> None:
     speakers, der, info = _compose_and_diarize(engine, case)
@@ -155,6 +158,7 @@ def test_hard_composed_conversations(engine, case: str) -> None:
     assert der <= HARD_CASES[case][3], info
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known weakness: two close voices with little speech")
 def test_closest_pair_in_a_short_conversation(engine) -> None:
     """The same three voices in 30 s: the two close ones (about 8 s of speech each) come out as
