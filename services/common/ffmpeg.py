@@ -55,17 +55,29 @@ class MediaInfo:
     pixel_format: str
     audio_sample_rate: int
     audio_channels: int
+    #: Shape of one stored pixel (width over height): 16/11 for anamorphic PAL 16:9, 1 mostly.
+    sample_aspect: Fraction = Fraction(1)
 
     @property
     def has_video(self) -> bool:
         return bool(self.video_codec)
 
+    @staticmethod
+    def display_width(width: int, sample_aspect: Fraction) -> int:
+        """A stored width in square pixels (even, as ffmpeg's scaler prefers)."""
+        if sample_aspect == 1 or width <= 0:
+            return width
+        return max(2, round(width * sample_aspect / 2) * 2)
+
     @property
     def display_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the decoded frames: ffmpeg turns rotated video upright."""
+        """``(width, height)`` of the picture as it is shown, in square pixels: the stored width
+        stretched by the sample aspect ratio (to an even number), then turned upright as ffmpeg
+        turns rotated video."""
+        width = self.display_width(self.width, self.sample_aspect)
         if self.rotation in (90, 270):
-            return self.height, self.width
-        return self.width, self.height
+            return self.height, width
+        return width, self.height
 
 
 def _rate(text: str | None) -> float:
@@ -76,6 +88,16 @@ def _rate(text: str | None) -> float:
     except (ValueError, ZeroDivisionError):
         return 0.0
     return float(value)
+
+
+def _aspect(text: str | None) -> Fraction:
+    """ffprobe's ``sample_aspect_ratio`` ("16:11"); 1 when absent, unknown ("0:1") or absurd."""
+    try:
+        num, den = (int(v) for v in (text or "").split(":"))
+        value = Fraction(num, den)
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return value if Fraction(1, 10) <= value <= 10 else Fraction(1)
 
 
 def _float(text: object) -> float:
@@ -154,6 +176,7 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
         pixel_format=str(video.get("pix_fmt", "")),
         audio_sample_rate=int(_float(audio.get("sample_rate"))),
         audio_channels=int(audio.get("channels", 0) or 0),
+        sample_aspect=_aspect(video.get("sample_aspect_ratio")),
     )
 
 

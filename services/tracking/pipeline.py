@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -164,10 +165,15 @@ def _quick_shape(path: Path) -> _Shape | None:
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        sar_num = int(capture.get(cv2.CAP_PROP_SAR_NUM))
+        sar_den = int(capture.get(cv2.CAP_PROP_SAR_DEN))
     finally:
         capture.release()
     if width <= 0 or height <= 0:
         return None
+    if sar_num > 0 and sar_den > 0 and sar_num != sar_den:
+        # Anamorphic storage: the display size in square pixels, as ffprobe's (checked later).
+        width = ffmpeg.MediaInfo.display_width(width, Fraction(sar_num, sar_den))
     if rotation in (90, 270):
         width, height = height, width
     return _Shape(width, height, max(frames, 0))
