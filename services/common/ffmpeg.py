@@ -254,6 +254,11 @@ def iter_frames(
 ) -> Iterator[npt.NDArray[np.uint8]]:
     """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
 
+    ``pix_fmt`` "yuv420p" gives planar I420 frames instead, ``(height·3/2)×width`` (the luma
+    plane, then the two quarter-size chroma planes; ``width`` and ``height`` must be even): half
+    the bytes of RGB and no colour conversion in ffmpeg, for a consumer that converts only the
+    frames it needs.
+
     ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per core).
 
     ``scale_flags`` names swscale's filter; a model that must see exactly its reference's pixels
@@ -273,9 +278,14 @@ def iter_frames(
         "-threads", str(threads), "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
     ]  # fmt: skip
-    frame_bytes = width * height * 3
-    for chunk in _pipe(cmd, frame_bytes, token, path.name):
-        yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+    if pix_fmt == "yuv420p":
+        if width % 2 or height % 2:
+            raise ValueError(f"I420 frames need an even size, got {width}x{height}")
+        shape: tuple[int, ...] = (height * 3 // 2, width)
+    else:
+        shape = (height, width, 3)
+    for chunk in _pipe(cmd, int(np.prod(shape)), token, path.name):
+        yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
 
 
 def read_audio(

@@ -123,10 +123,8 @@ class TrackingOptions:
 
 def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """The decode size: the original, or scaled down (never up) so that its longest side fits
-    ``max_side`` (even numbers then, as ffmpeg's scaler prefers)."""
-    if max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
+    ``max_side``; even numbers (the I420 frames the workers get need them)."""
+    scale = min(1.0, max_side / max(width, height))
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
@@ -236,7 +234,7 @@ def _track(
 ) -> Iterator[Event]:
     width, height = shape.width, shape.height
     proc_w, proc_h = processing_size(width, height, options.max_side)
-    frame_bytes = proc_w * proc_h * 3
+    frame_bytes = proc_w * proc_h * 3 // 2  # I420
     workers = max(1, min(options.workers, pool.size))
     # The chunking depends on the video and the pool, never on the request's worker count, so
     # a video gives the same faces and ids whatever the parallelism (results are a function of
@@ -270,7 +268,9 @@ def _track(
     tracker = FaceTracker(max_missed=options.max_missed)
     # Frame-threaded decoding costs more CPU per frame; the workers need the cores more (one
     # decoding thread keeps up with about two workers; the output is the same either way).
-    frames = ffmpeg.iter_frames(path, proc_w, proc_h, token=token, threads=max(1, workers // 2))
+    frames = ffmpeg.iter_frames(
+        path, proc_w, proc_h, token=token, threads=max(1, workers // 2), pix_fmt="yuv420p"
+    )
     batch: list[FrameFaces] = []
     done = 0
     faces_total = 0

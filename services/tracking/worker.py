@@ -162,19 +162,39 @@ class ChunkResult:
     converged: bool = False
 
 
+def i420_shape(height: int, width: int) -> tuple[int, int]:
+    """Array shape of one planar I420 frame: the luma rows, then the two chroma planes."""
+    return height * 3 // 2, width
+
+
+def _grey(frame: np.ndarray, yuv: bool) -> np.ndarray:
+    """A frame's brightness plane: I420's luma, or an RGB frame's green."""
+    return frame[: frame.shape[0] * 2 // 3] if yuv else frame[:, :, 1]
+
+
+def _rgb(frame: np.ndarray, yuv: bool) -> np.ndarray:
+    """The frame as the models take it (RGB); I420 is converted here, only for frames that run
+    a model, so the decoder ships half the bytes and converts nothing."""
+    if not yuv:
+        return frame
+    import cv2
+
+    return cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
+
+
 class _Thumbnails:
-    """Detects hard cuts cheaply: 18×32 grey thumbnails (2×2 means of a 36×64 grid of green
-    samples) of consecutive frames, compared by mean absolute difference."""
+    """Detects hard cuts cheaply: 18×32 grey thumbnails (2×2 means of a 36×64 grid of samples of
+    the brightness plane) of consecutive frames, compared by mean absolute difference."""
 
     def __init__(self) -> None:
         self._previous: np.ndarray | None = None
         #: The last comparison's difference (-1 when there was nothing to compare with).
         self.last_difference = -1.0
 
-    def is_cut(self, frame: np.ndarray, threshold: float) -> bool:
-        height, width = frame.shape[:2]
+    def is_cut(self, grey: np.ndarray, threshold: float) -> bool:
+        height, width = grey.shape[:2]
         step_y, step_x = max(1, height // 36), max(1, width // 64)
-        grid = frame[step_y // 2 :: step_y, step_x // 2 :: step_x, 1][:36, :64].astype(np.float32)
+        grid = grey[step_y // 2 :: step_y, step_x // 2 :: step_x][:36, :64].astype(np.float32)
         rows, cols = grid.shape[0] // 2 * 2, grid.shape[1] // 2 * 2
         small = grid[:rows, :cols].reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3))
         previous, self._previous = self._previous, small
@@ -231,8 +251,10 @@ def run_frames(
     cancelled: Any = None,
     chunk: int = 0,
     frame_ready: Any = None,
+    yuv: bool = False,
 ) -> ChunkResult:
-    """Runs a slot of frames (``T×H×W×3`` RGB) through a freshly reset graph.
+    """Runs a slot of frames (``T×H×W×3`` RGB, or ``T×(3H/2)×W`` I420 with ``yuv``) through a
+    freshly reset graph.
 
     Args:
         mesh: the graph.
@@ -261,7 +283,7 @@ def run_frames(
         start = preroll
         history.extend(seed.history)
         if start > 0:
-            thumbnails.is_cut(frames[start - 1], cadence.cut_threshold)
+            thumbnails.is_cut(_grey(frames[start - 1], yuv), cadence.cut_threshold)
     detections = 0
     counts: list[int] = []
     cuts: list[bool] = []
@@ -279,7 +301,7 @@ def run_frames(
             raise InterruptedError("chunk cancelled")
         frame = frames[index]
         frame_index = first_frame - preroll + index
-        cut = thumbnails.is_cut(frame, cadence.cut_threshold)
+        cut = thumbnails.is_cut(_grey(frame, yuv), cadence.cut_threshold)
         previous = history[-1] if history else 0
         if (
             cadence.reuse_duplicates
@@ -302,7 +324,7 @@ def run_frames(
             seeds = seed.landmarks if seed is not None and index == start else None
             detections += detect
             if detect or previous or seeds is not None:
-                landmarks, scores = mesh.process(frame, detect=detect, seeds=seeds)
+                landmarks, scores = mesh.process(_rgb(frame, yuv), detect=detect, seeds=seeds)
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
@@ -388,7 +410,7 @@ class ChunkRunner:
         if self._buffer is None or task.buffer != self._buffer_number:
             raise RuntimeError(f"frame buffer {task.buffer} was not handed to this worker")
         frames = np.ndarray(
-            (task.frames, task.height, task.width, 3),
+            (task.frames, *i420_shape(task.height, task.width)),
             dtype=np.uint8,
             buffer=self._buffer,
             offset=task.offset,
@@ -423,6 +445,7 @@ class ChunkRunner:
                 cancelled=cancelled,
                 chunk=task.chunk,
                 frame_ready=frame_ready,
+                yuv=True,
             )
         finally:
             del frames  # no view may outlive the mapping (the progress view goes with frame_ready)
