@@ -16,9 +16,10 @@ Starts the real service (``python -m services.tracking``) as a child process on 
 for readiness (models loaded), and streams ``Track`` over gRPC. In the same run it times the naive
 reference: one process decoding with OpenCV and running MediaPipe's ``FaceMesh`` in video mode on
 every full-resolution frame, at most 5 faces. The same loop is also fed the very pixels the service
-sees (ffmpeg's pipe, decoding in a child process alongside): OpenCV's colour conversion differs by
-a level here and there, enough to change which borderline faces MediaPipe keeps, so recall is
-measured against that run (like with like); recall against the OpenCV run is reported too. Frames
+sees (ffmpeg's I420 pipe, decoding in a child process alongside, converted to RGB by OpenCV as
+the workers convert it): another decoder's colour conversion differs by a level here and there,
+enough to change which borderline faces MediaPipe keeps, so recall is measured against that run
+(like with like); recall against the OpenCV-decoded run is reported too. Frames
 are numbered like the service's (ffmpeg's constant-rate output from the container's start). Prints
 one JSON line:
 
@@ -54,6 +55,7 @@ from orchestrator.stack import LocalStack
 from protos.videoanalysis.v1 import common_pb2, tracking_pb2, tracking_pb2_grpc
 from services.common import ffmpeg
 from services.tracking.geometry import FEATURES, iou_matrix, suppress_duplicates
+from services.tracking.pipeline import processing_size
 
 
 def _frame_offset(path: Path, fps: float) -> int:
@@ -94,9 +96,14 @@ def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _ffmpeg_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    info = ffmpeg.probe(path)
-    width, height = info.display_size
-    yield from enumerate(ffmpeg.iter_frames(path, width, height))
+    """Display-size frames decoded as the service decodes them: ffmpeg's I420 (even size, so
+    an odd display size is rounded by a pixel as the service rounds it), then OpenCV's colour
+    conversion, as in the workers."""
+    import cv2
+
+    width, height = processing_size(*ffmpeg.probe(path).display_size, max_side=1 << 30)
+    for index, frame in enumerate(ffmpeg.iter_frames(path, width, height, pix_fmt="yuv420p")):
+        yield index, cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
 
 
 def naive_loop(path: Path, decoder: str) -> tuple[float, dict[int, np.ndarray]]:

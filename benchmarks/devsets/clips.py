@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 #: Bump when the composition changes in a way the specifications do not show.
-VERSION = 1
+VERSION = 2
 FPS = 25
 CANVAS = (1280, 720)
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -65,11 +65,13 @@ _HEAD_CROP = "crop=400:400:292:20"
 
 @dataclass(frozen=True)
 class Segment:
-    """``duration_s`` seconds of source ``source`` from ``start_s``."""
+    """``duration_s`` seconds of source ``source`` from ``start_s``; with ``still``, its frame
+    at ``start_s`` held that long (a background without cuts, under synthetic faces)."""
 
     source: str
     start_s: float
     duration_s: float
+    still: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("t06_small_hamilton", "tuning", "small", (_s("hamilton", 0, 8),)),
     ClipSpec("t07_small_faces_inset", "tuning", "square", (_s("hamilton", 1, 8),),
              inset=Inset((_s("nature", 0, 8),), 0.5, 620, 40)),
-    ClipSpec("t08_synthetic_one", "tuning", "square", (_s("nature", 2, 10),),
+    ClipSpec("t08_synthetic_one", "tuning", "square", (Segment("nature", 9, 10, still=True),),
              movers=(Mover(25, 200, -380.0, 170.0, 9.5, 380),)),
     ClipSpec("t09_long_without_faces", "tuning", "downscaled",
              (_s("nature", 0, 18), _s("hamilton", 6, 1), _s("fades", 0, 3))),
@@ -183,7 +185,7 @@ CLIPS: tuple[ClipSpec, ...] = (
     ClipSpec("c07_small_faces_inset", "checking", "square", (_s("music", 146, 8),),
              inset=Inset((_s("fades", 0, 8),), 0.5, 40, 330)),
     ClipSpec("c08_synthetic_two_anamorphic", "checking", "anamorphic_pal",
-             (_s("nature", 14, 10),),
+             (Segment("nature", 17, 10, still=True),),
              movers=(Mover(20, 220, -340.0, 10.0, 8.0, 340),
                      Mover(40, 240, 1280.0, 400.0, -8.0, 300, mirrored=True))),
     ClipSpec("c09_long_without_faces", "checking", "downscaled",
@@ -213,7 +215,11 @@ def _command(spec: ClipSpec, paths: dict[str, Path], out: Path) -> list[str]:
         parts = []
         for segment in segments:
             index = add_input(segment)
-            graph.append(f"[{index}:v:0]{_normalise(f'{label}{index}')}")
+            hold = ""
+            if segment.still:
+                frames = round(segment.duration_s * FPS)
+                hold = f"trim=end_frame=1,loop=loop={frames - 1}:size=1:start=0,setpts=N/{FPS}/TB,"
+            graph.append(f"[{index}:v:0]{hold}{_normalise(f'{label}{index}')}")
             parts.append(f"[{label}{index}]")
         graph.append(f"{''.join(parts)}concat=n={len(parts)}:v=1:a=0[{label}]")
 
