@@ -48,13 +48,22 @@ class Cadence:
             on every frame whose index is a multiple of this (and on every cut).
         reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
             that frame's faces without running the models.
+
+        rewind_frames: how far back a face found by an idle detection sends the run.
+
+    A face found by an idle detection after skipped frames sends the run back ``rewind_frames``
+    (at least to the first skipped frame), which then detects on every frame until it finds the
+    face: a face that came on screen between two idle detections is reported from where it came,
+    as by a detection on every frame (only a face on screen for fewer frames than the idle
+    cadence can be missed).
     """
 
     detect_every: int = 3
     recovery_frames: int = 10
     cut_threshold: float = 20.0
-    idle_detect_every: int = 2
+    idle_detect_every: int = 3
     reuse_duplicates: bool = True
+    rewind_frames: int = 6
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -63,6 +72,8 @@ class Cadence:
             raise ValueError(f"idle_detect_every must be >= 1, got {self.idle_detect_every}")
         if self.recovery_frames < 0:
             raise ValueError(f"recovery_frames must be >= 0, got {self.recovery_frames}")
+        if self.rewind_frames < 0:
+            raise ValueError(f"rewind_frames must be >= 0, got {self.rewind_frames}")
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,13 @@ def run_frames(
     scores = np.zeros((0,), np.float32)
     agreeing = 0
     converged = False
+    # Per slot index: (cut, thumbnail difference), kept so that frames run again after a rewind
+    # see the same cut decisions.
+    changes: dict[int, tuple[bool, float]] = {}
+    # The last frame that ran detection, and (during a rewind) the frame up to which every frame
+    # runs it. A seeded run starts on followed faces: nothing before its start to look back at.
+    last_detection = start if seed is not None else start - 1
+    rewind_to = -1
     index = start - 1
     while frame_ready(index + 1):
         index += 1
@@ -301,23 +319,28 @@ def run_frames(
             raise InterruptedError("chunk cancelled")
         frame = frames[index]
         frame_index = first_frame - preroll + index
-        cut = thumbnails.is_cut(_grey(frame, yuv), cadence.cut_threshold)
+        if index not in changes:
+            cut = thumbnails.is_cut(_grey(frame, yuv), cadence.cut_threshold)
+            changes[index] = (cut, thumbnails.last_difference)
+        cut, difference = changes[index]
         previous = history[-1] if history else 0
         if (
             cadence.reuse_duplicates
             and index > start
-            and thumbnails.last_difference == 0.0
+            and difference == 0.0
             and np.array_equal(frame, frames[index - 1])
         ):
             # The same picture again (a padded or repeated frame): the same faces.
             history.append(len(landmarks))
         else:
             recently_lost = cadence.recovery_frames > 0 and previous < max(history, default=0)
-            if previous == 0 and not recently_lost:
+            idle = previous == 0 and not recently_lost
+            if idle:
                 detect = (
                     (index == start and seed is None)
                     or cut
                     or frame_index % cadence.idle_detect_every == 0
+                    or index <= rewind_to
                 )
             else:
                 detect = cut or recently_lost or frame_index % cadence.detect_every == 0
@@ -328,6 +351,28 @@ def run_frames(
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
+            if detect and idle and len(landmarks) and index > last_detection + 1:
+                # A face appeared at a sparse idle detection: it may have been on screen (and
+                # detectable) on the frames skipped since the last one, or even before (the
+                # detector is unsure of a face coming on screen). Forget it, go back
+                # ``rewind_frames`` and detect on every frame up to this one.
+                mesh.reset()
+                rewind_from = max(start if seed is None else start + 1,
+                                  min(last_detection + 1, index - cadence.rewind_frames))
+                for _ in range(index - rewind_from):
+                    if history:
+                        history.pop()
+                drop = index - max(rewind_from, preroll)
+                if drop > 0:
+                    del counts[-drop:], cuts[-drop:], features[-drop:]
+                    if include_landmarks:
+                        del points[-drop:]
+                landmarks, scores = landmarks[:0], scores[:0]
+                last_detection, rewind_to, agreeing = rewind_from - 1, index, 0
+                index = rewind_from - 1
+                continue
+            if detect:
+                last_detection = index
             history.append(len(landmarks))
         if index < preroll:
             if index == preroll - 1:
