@@ -198,21 +198,25 @@ class _StderrTail:
         return "\n".join(self.lines)
 
 
-def _read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
-    chunks = []
-    remaining = size
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+def _read_exactly(stream, size: int) -> bytearray:  # type: ignore[no-untyped-def]
+    """``size`` bytes of ``stream`` (fewer at its end), read straight into one buffer: a frame
+    is megabytes, and joining pipe-sized pieces would copy it once more."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            del view
+            return buffer[:filled]
+        filled += count
+    del view
+    return buffer
 
 
 def _pipe(
     cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str
-) -> Iterator[bytes]:
+) -> Iterator[bytearray]:
     """Yields fixed-size chunks of ffmpeg's stdout; kills ffmpeg when the consumer stops."""
     process = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0

@@ -472,7 +472,7 @@ class ChunkRunner:
                     return False
                 if cancelled is not None and cancelled():
                     raise InterruptedError("chunk cancelled")
-                time.sleep(0.0005)
+                time.sleep(0.002)  # the decoder is behind: wake up seldom
 
         try:
             return run_frames(
