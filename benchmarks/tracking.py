@@ -277,8 +277,13 @@ def clip_figures(
     return figures
 
 
-def measure_clip(address: str, video: Path, relative: str, args: argparse.Namespace,
-                 synthetic: list[dict] | None = None) -> dict:
+def measure_clip(
+    address: str,
+    video: Path,
+    relative: str,
+    args: argparse.Namespace,
+    synthetic: list[dict] | None = None,
+) -> dict:
     """Both sides on one clip, ``args.repeat`` times, interleaved."""
     runs: dict[str, list[float]] = {"service": [], "naive": [], "naive_ffmpeg_fed": []}
     for _ in range(args.repeat):
@@ -383,8 +388,11 @@ def main() -> None:
         "--set", help="a dev set: its folder or index.json (python -m benchmarks.devsets.clips)"
     )
     parser.add_argument("--half", choices=("tuning", "checking", "both"), default="both")
-    parser.add_argument("--only", default="", help="with --set: clips whose name has any of "
-                        "these comma-separated words")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="with --set: clips whose name has any of these comma-separated words",
+    )
     parser.add_argument("--verbose", action="store_true", help="with --set: list service_only")
     parser.add_argument("--workers", type=int, default=0, help="service workers (0: every core)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side; the best counts")

@@ -140,9 +140,7 @@ STORAGE: dict[str, Storage] = {
     "letterboxed": Storage(
         "scale=640:360,pad=640:480:0:60", (640, 480), affine=(0.5, 0.5, 0.0, 60.0)
     ),
-    "pillarboxed": Storage(
-        "crop=960:720,scale=720:540,pad=960:540:120:0", (960, 540), affine=None
-    ),
+    "pillarboxed": Storage("crop=960:720,scale=720:540,pad=960:540:120:0", (960, 540), affine=None),
     "upscaled": Storage("scale=1920:1080", (1920, 1080), affine=(1.5, 1.5, 0.0, 0.0)),
     "small": Storage("scale=320:180", (320, 180), affine=(0.25, 0.25, 0.0, 0.0)),
 }
@@ -295,8 +293,10 @@ def set_key(specs: tuple[ClipSpec, ...], paths: dict[str, Path]) -> str:
     version = subprocess.run(
         ["ffmpeg", "-version"], capture_output=True, text=True, check=True
     ).stdout.splitlines()[0]
-    used = sorted({s.source for c in specs for s in c.segments + (c.inset.background if c.inset
-                   else ())} | ({"obama"} if any(c.movers for c in specs) else set()))
+    used = sorted(
+        {s.source for c in specs for s in c.segments + (c.inset.background if c.inset else ())}
+        | ({"obama"} if any(c.movers for c in specs) else set())
+    )
     material = {
         "version": VERSION,
         "ffmpeg": version,
@@ -340,9 +340,7 @@ def compose_clip(spec: ClipSpec, out: Path, paths: dict[str, Path] | None = None
     }
 
 
-def compose_set(
-    out_root: Path | None = None, specs: tuple[ClipSpec, ...] = CLIPS
-) -> Path:
+def compose_set(out_root: Path | None = None, specs: tuple[ClipSpec, ...] = CLIPS) -> Path:
     """Composes the set (unless a finished one is there) and returns its ``index.json``."""
     paths = sources()
     folder = (out_root or CACHE / "devsets") / f"clips-{set_key(specs, paths)}"

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrackedFace:
     track_id: str
-    #: x_min, y_min, x_max, y_max in original-resolution pixels.
+    #: x_min, y_min, x_max, y_max in display pixels (square pixels, upright; see Summary).
     bbox: tuple[float, float, float, float]
     centroid: tuple[float, float]
     confidence: float

@@ -357,8 +357,10 @@ def run_frames(
                 # detector is unsure of a face coming on screen). Forget it, go back
                 # ``rewind_frames`` and detect on every frame up to this one.
                 mesh.reset()
-                rewind_from = max(start if seed is None else start + 1,
-                                  min(last_detection + 1, index - cadence.rewind_frames))
+                rewind_from = max(
+                    start if seed is None else start + 1,
+                    min(last_detection + 1, index - cadence.rewind_frames),
+                )
                 for _ in range(index - rewind_from):
                     if history:
                         history.pop()
