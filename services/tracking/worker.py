@@ -44,8 +44,10 @@ class Cadence:
         cut_threshold: mean absolute difference (0-255) between tiny grey thumbnails of
             consecutive frames above which the frame counts as a new shot and runs detection
             (within shots of the test clips it stays under 12; hard cuts give 25 and more).
-        idle_detect_every: while no face has been followed for ``recovery_frames``, detection
-            on every frame whose index is a multiple of this (and on every cut).
+        idle_detect_every: while no face has been followed for ``dense_frames`` (and from that
+            frame of the video on), detection on every frame whose index is a multiple of this
+            (and on every cut); closer to a face, or to the start, on every frame.
+        dense_frames: see ``idle_detect_every``.
         reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
             that frame's faces without running the models.
 
@@ -61,9 +63,10 @@ class Cadence:
     detect_every: int = 3
     recovery_frames: int = 10
     cut_threshold: float = 20.0
-    idle_detect_every: int = 3
+    idle_detect_every: int = 6
     reuse_duplicates: bool = True
-    rewind_frames: int = 6
+    rewind_frames: int = 8
+    dense_frames: int = 25
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -74,6 +77,8 @@ class Cadence:
             raise ValueError(f"recovery_frames must be >= 0, got {self.recovery_frames}")
         if self.rewind_frames < 0:
             raise ValueError(f"rewind_frames must be >= 0, got {self.rewind_frames}")
+        if self.dense_frames < 0:
+            raise ValueError(f"dense_frames must be >= 0, got {self.dense_frames}")
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,7 @@ def run_frames(
 
     mesh.reset(seedable=seed is not None)
     thumbnails = _Thumbnails()
-    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames))
+    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames, cadence.dense_frames))
     start = 0
     if seed is not None:
         start = preroll
@@ -333,13 +338,18 @@ def run_frames(
             # The same picture again (a padded or repeated frame): the same faces.
             history.append(len(landmarks))
         else:
-            recently_lost = cadence.recovery_frames > 0 and previous < max(history, default=0)
+            recent = list(history)[-cadence.recovery_frames :] if cadence.recovery_frames else []
+            recently_lost = previous < max(recent, default=0)
             idle = previous == 0 and not recently_lost
             if idle:
+                # Sparse only far from faces: a face lately (or the video's start) makes more
+                # likely, and the detector may catch a face on one frame only.
+                sparse = frame_index >= cadence.dense_frames and not any(history)
+                every = cadence.idle_detect_every if sparse else 1
                 detect = (
                     (index == start and seed is None)
                     or cut
-                    or frame_index % cadence.idle_detect_every == 0
+                    or frame_index % every == 0
                     or index <= rewind_to
                 )
             else:
