@@ -10,6 +10,12 @@ video stream that starts after its audio gets copies of its first frame in front
 ``short_hamilton_clip.mp4``), so ``time_s = frame_index / fps`` is on the same clock as the
 audio. (The 25 fps files the ingest service writes start at zero: there, nothing is added.)
 A still image is a one-frame video with ``fps`` 0.
+
+Coordinates are display pixels: the picture as it is shown, in square pixels (an anamorphic
+video's stored width stretched by its sample aspect ratio, ffprobe's ``sample_aspect_ratio``),
+upright (rotation metadata applied). The frames are decoded at that shape (downscaled to
+``max_side``) so the models see undistorted faces, and every coordinate is scaled to it; the
+tracking JSON and the overlay use the same pixels.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class Progress:
 class Summary:
     frame_count: int
     fps: float
+    #: The display size: square pixels (an anamorphic video's stored width stretched by its
+    #: sample aspect ratio), rotation applied. Every box and landmark is in these pixels.
     width: int
     height: int
     tracks: list[TrackStats]
