@@ -361,7 +361,13 @@ def run_frames(
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
-            if detect and idle and len(landmarks) and index > last_detection + 1:
+            if (
+                detect
+                and idle
+                and len(landmarks)
+                and index > last_detection + 1
+                and index > rewind_to  # once per appearance (repeated frames skip detection)
+            ):
                 # A face appeared at a sparse idle detection: it may have been on screen (and
                 # detectable) on the frames skipped since the last one, or even before (the
                 # detector is unsure of a face coming on screen). Forget it, go back

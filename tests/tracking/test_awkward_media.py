@@ -18,6 +18,8 @@ from services.tracking.geometry import iou_matrix
 from services.tracking.mesh import FaceMesh, MeshOptions
 from services.tracking.worker import Cadence, run_frames
 
+TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 # short_hamilton_clip.mp4: a second of the audience, a cut, the speaker on stage.
@@ -128,3 +130,33 @@ def test_a_sparse_idle_cadence_reports_a_face_from_where_it_came(clips) -> None:
             assert result.detections < 0.5 * len(frames)  # the cadence did save detections
     assert 5 < first[1] < 40
     assert first[6] == first[1]
+
+
+def test_a_rewind_over_repeated_frames_ends() -> None:
+    """Repeated frames skip detection; a face after a run of them rewinds once, not forever."""
+    import cv2
+
+    picture = cv2.cvtColor(
+        cv2.imread(str(TESTDATA / "images" / "two_people.jpg")), cv2.COLOR_BGR2RGB
+    )
+    picture = cv2.resize(picture, (640, 376))
+    frames = np.stack([np.zeros_like(picture)] * 14 + [picture] * 10)
+    polls = 0
+
+    def cancelled() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls > 10 * len(frames):
+            raise AssertionError("the run keeps going back")
+        return False
+
+    mesh = FaceMesh(MeshOptions())
+    try:
+        result = run_frames(
+            mesh, frames, first_frame=100, preroll=0, out_width=640, out_height=376,
+            cadence=Cadence(idle_detect_every=6, rewind_frames=8, dense_frames=0),
+            include_landmarks=False, cancelled=cancelled,
+        )  # fmt: skip
+    finally:
+        mesh.close()
+    assert result.counts.tolist() == [0] * 14 + [2] * 10
