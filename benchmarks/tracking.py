@@ -1,14 +1,25 @@
 """Tracking service vs the naive MediaPipe loop, in one run.
 
 ``python -m benchmarks.tracking --video PATH [--workers N] [--repeat N] [--landmarks]``
+``python -m benchmarks.tracking --set FOLDER|INDEX [--half tuning|checking] [--only WORDS]``
+
+With ``--set`` (a dev set of :mod:`benchmarks.devsets.clips`) it prints one JSON line per clip,
+then one summary line per half (worst and pooled recall, speed over the whole half and the worst
+clip's, track-id switches on the synthetic faces, and which bars are met). Only the tuning half
+may be used to choose anything.
+
+Every box is in display pixels: the picture as shown, square pixels (an anamorphic clip's stored
+width stretched by its sample aspect ratio), rotation applied; both naive loops are fed such
+frames too.
 
 Starts the real service (``python -m services.tracking``) as a child process on a free port, waits
 for readiness (models loaded), and streams ``Track`` over gRPC. In the same run it times the naive
 reference: one process decoding with OpenCV and running MediaPipe's ``FaceMesh`` in video mode on
 every full-resolution frame, at most 5 faces. The same loop is also fed the very pixels the service
-sees (ffmpeg's pipe, decoding in a child process alongside): OpenCV's colour conversion differs by
-a level here and there, enough to change which borderline faces MediaPipe keeps, so recall is
-measured against that run (like with like); recall against the OpenCV run is reported too. Frames
+sees (ffmpeg's I420 pipe, decoding in a child process alongside, converted to RGB by OpenCV as
+the workers convert it): another decoder's colour conversion differs by a level here and there,
+enough to change which borderline faces MediaPipe keeps, so recall is measured against that run
+(like with like); recall against the OpenCV-decoded run is reported too. Frames
 are numbered like the service's (ffmpeg's constant-rate output from the container's start). Prints
 one JSON line:
 
@@ -44,6 +55,7 @@ from orchestrator.stack import LocalStack
 from protos.videoanalysis.v1 import common_pb2, tracking_pb2, tracking_pb2_grpc
 from services.common import ffmpeg
 from services.tracking.geometry import FEATURES, iou_matrix, suppress_duplicates
+from services.tracking.pipeline import processing_size
 
 
 def _frame_offset(path: Path, fps: float) -> int:
@@ -60,11 +72,14 @@ def _frame_offset(path: Path, fps: float) -> int:
 
 
 def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """OpenCV's frames in display pixels: turned upright, anamorphic ones stretched square."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise RuntimeError(f"OpenCV cannot open {path}")
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    display = ffmpeg.probe(path).display_size
     offset = _frame_offset(path, capture.get(cv2.CAP_PROP_FPS) or 0.0)
     index = offset
     try:
@@ -72,6 +87,8 @@ def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
             ok, bgr = capture.read()
             if not ok:
                 return
+            if (bgr.shape[1], bgr.shape[0]) != display:
+                bgr = cv2.resize(bgr, display, interpolation=cv2.INTER_AREA)
             yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
@@ -79,9 +96,14 @@ def _opencv_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
 
 
 def _ffmpeg_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    info = ffmpeg.probe(path)
-    width, height = info.display_size
-    yield from enumerate(ffmpeg.iter_frames(path, width, height))
+    """Display-size frames decoded as the service decodes them: ffmpeg's I420 (even size, so
+    an odd display size is rounded by a pixel as the service rounds it), then OpenCV's colour
+    conversion, as in the workers."""
+    import cv2
+
+    width, height = processing_size(*ffmpeg.probe(path).display_size, max_side=1 << 30)
+    for index, frame in enumerate(ffmpeg.iter_frames(path, width, height, pix_fmt="yuv420p")):
+        yield index, cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
 
 
 def naive_loop(path: Path, decoder: str) -> tuple[float, dict[int, np.ndarray]]:
@@ -175,24 +197,41 @@ def compare(
     return (matched / total if total else 1.0), service_only
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
-    video = Path(args.video).resolve()
-    runs: dict[str, list[float]] = {"service": [], "naive": [], "naive_ffmpeg_fed": []}
-    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as logs:
-        stack = LocalStack(video.parent, Path(logs))
-        try:
-            address = asyncio.run(stack.start(["tracking"], timeout_s=180))["tracking"]
-            for _ in range(args.repeat):
-                fps, opencv_boxes = naive_loop(video, "opencv")
-                runs["naive"].append(fps)
-                fps, ffmpeg_boxes = naive_loop(video, "ffmpeg")
-                runs["naive_ffmpeg_fed"].append(fps)
-                fps, faces, summary = asyncio.run(
-                    service_run(address, video.name, args.workers, args.landmarks)
-                )
-                runs["service"].append(fps)
-        finally:
-            asyncio.run(stack.stop(30))
+def id_switches(
+    synthetic: list[dict], service: dict[int, list[tuple[str, np.ndarray]]]
+) -> tuple[int, float]:
+    """Track-id switches on the synthetic faces (the composer's known boxes) and the share of
+    their frames the service found. A face is the synthetic one when its box centre lies inside
+    the known box; a switch is a change of the id found there from one found frame to the next."""
+    switches = found = total = 0
+    for track in synthetic:
+        previous: str | None = None
+        for frame, box in sorted((int(k), v) for k, v in track["boxes"].items()):
+            total += 1
+            x0, y0, x1, y1 = box
+            inside = [
+                track_id for track_id, b in service.get(frame, [])
+                if x0 <= (b[0] + b[2]) / 2 <= x1 and y0 <= (b[1] + b[3]) / 2 <= y1
+            ]  # fmt: skip
+            if not inside:
+                continue
+            found += 1
+            if previous is not None and inside[0] != previous:
+                switches += 1
+            previous = inside[0]
+    return switches, (found / total if total else 1.0)
+
+
+def clip_figures(
+    video: Path,
+    runs: dict[str, list[float]],
+    opencv_boxes: dict[int, np.ndarray],
+    ffmpeg_boxes: dict[int, np.ndarray],
+    faces: dict[int, list[tuple[str, np.ndarray]]],
+    summary: tracking_pb2.TrackSummary,
+    synthetic: list[dict] | None = None,
+) -> dict:
+    """One clip's figures from its runs (frames per second of each side, per repeat)."""
     best = {name: max(values) for name, values in runs.items()}
     recall, service_only = compare(ffmpeg_boxes, faces)
     deduplicated = {i: _deduplicated(b) for i, b in ffmpeg_boxes.items()}
@@ -200,9 +239,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     recall_opencv, _ = compare(opencv_boxes, faces)
     naive_faces = sum(len(b) for b in ffmpeg_boxes.values())
     service_faces = sum(len(f) for f in faces.values())
-    return {
+    figures = {
         "video": video.name,
         "frames": len(faces),
+        "size": [summary.width, summary.height],
         "workers": summary.workers,
         "service_fps": round(best["service"], 1),
         "naive_fps": round(best["naive"], 1),
@@ -228,15 +268,132 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "naive_duplicates": sum(len(ffmpeg_boxes[i]) - len(deduplicated[i]) for i in deduplicated),
         "recall_vs_deduplicated_naive": round(recall_deduplicated, 4),
         "recall_vs_opencv_decoded": round(recall_opencv, 4),
+        "extra_faces": len(service_only),
         "service_only": service_only,
-        "load_avg": [round(v, 2) for v in os.getloadavg()],
-        "cores": os.cpu_count(),
     }
+    if synthetic:
+        switches, found = id_switches(synthetic, faces)
+        figures["synthetic"] = {"id_switches": switches, "found": round(found, 4)}
+    return figures
+
+
+def measure_clip(
+    address: str,
+    video: Path,
+    relative: str,
+    args: argparse.Namespace,
+    synthetic: list[dict] | None = None,
+) -> dict:
+    """Both sides on one clip, ``args.repeat`` times, interleaved."""
+    runs: dict[str, list[float]] = {"service": [], "naive": [], "naive_ffmpeg_fed": []}
+    for _ in range(args.repeat):
+        fps, opencv_boxes = naive_loop(video, "opencv")
+        runs["naive"].append(fps)
+        fps, faces, summary = asyncio.run(
+            service_run(address, relative, args.workers, args.landmarks)
+        )
+        runs["service"].append(fps)
+        fps, ffmpeg_boxes = naive_loop(video, "ffmpeg")
+        runs["naive_ffmpeg_fed"].append(fps)
+    return clip_figures(video, runs, opencv_boxes, ffmpeg_boxes, faces, summary, synthetic)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """One half's summary: recall per clip (worst) and over every naive face, speed over the
+    whole half (total frames over total time, each side) and per clip (worst), id switches."""
+    naive_faces = sum(r["faces"]["naive"] for r in rows)
+    matched = sum(r["recall"] * r["faces"]["naive"] for r in rows)
+    frames = sum(r["frames"] for r in rows)
+    service_s = sum(r["frames"] / r["service_fps"] for r in rows)
+    naive_s = sum(r["frames"] / r["naive_fps"] for r in rows)
+    fed_s = sum(r["frames"] / r["naive_ffmpeg_fed_fps"] for r in rows)
+    switches = sum(r.get("synthetic", {}).get("id_switches", 0) for r in rows)
+    return {
+        "clips": len(rows),
+        "frames": frames,
+        "recall_min": min(r["recall"] for r in rows),
+        "recall_min_clip": min(rows, key=lambda r: r["recall"])["video"],
+        "recall_pooled": round(matched / naive_faces, 4) if naive_faces else 1.0,
+        "ratio_overall": round(naive_s / service_s, 2),
+        "ratio_overall_vs_ffmpeg_fed": round(fed_s / service_s, 2),
+        "ratio_min": min(r["ratio"] for r in rows),
+        "ratio_min_clip": min(rows, key=lambda r: r["ratio"])["video"],
+        "extra_faces": sum(r["extra_faces"] for r in rows),
+        "id_switches": switches,
+        "bars_met": {
+            "recall_every_clip_0.98": all(r["recall"] >= 0.98 for r in rows),
+            "ratio_overall_1.5": naive_s / service_s >= 1.5,
+            "ratio_every_clip_1.0": all(r["ratio"] >= 1.0 for r in rows),
+            "no_id_switch": switches == 0,
+        },
+    }
+
+
+def load_set(where: Path) -> tuple[Path, list[dict]]:
+    """A dev set's folder and clips, from the folder or its ``index.json``."""
+    index = where / "index.json" if where.is_dir() else where
+    document = json.loads(index.read_text())
+    return index.parent, document["clips"]
+
+
+def run_set(args: argparse.Namespace) -> None:
+    """Every clip of a set (or of ``--half``): one JSON line per clip, then one per half."""
+    folder, clips = load_set(Path(args.set).resolve())
+    if args.half != "both":
+        clips = [c for c in clips if c["half"] == args.half]
+    if args.only:
+        clips = [c for c in clips if any(word in c["name"] for word in args.only.split(","))]
+    rows: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as logs:
+        stack = LocalStack(folder, Path(logs))
+        try:
+            address = asyncio.run(stack.start(["tracking"], timeout_s=180))["tracking"]
+            for clip in clips:
+                figures = measure_clip(
+                    address, folder / clip["file"], clip["file"], args, clip["synthetic_faces"]
+                )
+                figures = {"clip": clip["name"], "half": clip["half"], **figures}
+                if not args.verbose:
+                    figures.pop("service_only")
+                print(json.dumps(figures), flush=True)
+                rows.setdefault(clip["half"], []).append(figures)
+        finally:
+            asyncio.run(stack.stop(30))
+    for half, half_rows in rows.items():
+        line = {"summary": half, **summarise(half_rows)}
+        line["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+        line["cores"] = os.cpu_count()
+        print(json.dumps(line), flush=True)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    video = Path(args.video).resolve()
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as logs:
+        stack = LocalStack(video.parent, Path(logs))
+        try:
+            address = asyncio.run(stack.start(["tracking"], timeout_s=180))["tracking"]
+            figures = measure_clip(address, video, video.name, args)
+        finally:
+            asyncio.run(stack.stop(30))
+    figures["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+    figures["cores"] = os.cpu_count()
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video", required=True, help="a video or image file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="a video or image file")
+    source.add_argument(
+        "--set", help="a dev set: its folder or index.json (python -m benchmarks.devsets.clips)"
+    )
+    parser.add_argument("--half", choices=("tuning", "checking", "both"), default="both")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="with --set: clips whose name has any of these comma-separated words",
+    )
+    parser.add_argument("--verbose", action="store_true", help="with --set: list service_only")
     parser.add_argument("--workers", type=int, default=0, help="service workers (0: every core)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side; the best counts")
     parser.add_argument(
@@ -244,7 +401,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
-    print(json.dumps(run_benchmark(args)))
+    if args.set:
+        run_set(args)
+    else:
+        print(json.dumps(run_benchmark(args)))
 
 
 if __name__ == "__main__":

@@ -260,10 +260,15 @@ def tracking_document(
     *,
     fps: float = LEGACY_FPS,
     jaw_threshold: float = 0.08,
+    frame_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The full ``<stem>_tracking.json`` document: legacy keys in the legacy order, then the
     fusion fields (``speaker_label``, ``source_track_id``, ``mouth_openness`` per object,
-    ``speaking_sources.fusion``, and ``metadata.fusion``)."""
+    ``speaking_sources.fusion``, and ``metadata.fusion``).
+
+    Every box and point is in display pixels: the picture as shown, square pixels (an anamorphic
+    video's stored width stretched by its sample aspect ratio), rotation applied; with
+    ``frame_size`` (that picture's width and height) the metadata says so."""
     audio_by_frame = {frame.frame: frame for frame in audio}
     frames = []
     for index, faces in enumerate(fusion.frames):
@@ -281,6 +286,15 @@ def tracking_document(
         "total_frames": len(fusion.frames),
         "fps": float(fps),
         "tracking_engine": "mediapipe_face_mesh",
+        **(
+            {
+                "frame_width": frame_size[0],
+                "frame_height": frame_size[1],
+                "coordinates": "display_pixels",
+            }
+            if frame_size
+            else {}
+        ),
         "fusion": {
             "version": FUSION_VERSION,
             "method": fusion.method,

@@ -257,7 +257,8 @@ def _fuse_blocking(context: StepContext, full: dict[str, str]) -> FuseResult:
     name = PurePosixPath(video.path).name
     write_atomic(context.path(full["scenes"]), legacy.scenes_csv(shots))
     write_atomic(context.path(full["audio"]), legacy.audio_json(name, total, audio_frames))
-    document = legacy.tracking_document(video.path, fusion, audio_frames)
+    size = (tracked.summary.width, tracked.summary.height) if tracked.summary else None
+    document = legacy.tracking_document(video.path, fusion, audio_frames, frame_size=size)
     write_atomic(context.path(full["tracking"]), legacy.tracking_json(document))
     return fusion_summary(document, full)
 

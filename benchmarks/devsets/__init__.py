@@ -1,1 +1,2 @@
-"""Dev sets composed deterministically by code from files that already exist (never committed)."""
+"""Dev sets composed deterministically by code from media already on the machine (never committed):
+``conversations`` for diarization, ``clips`` for face tracking."""

@@ -55,17 +55,29 @@ class MediaInfo:
     pixel_format: str
     audio_sample_rate: int
     audio_channels: int
+    #: Shape of one stored pixel (width over height): 16/11 for anamorphic PAL 16:9, 1 mostly.
+    sample_aspect: Fraction = Fraction(1)
 
     @property
     def has_video(self) -> bool:
         return bool(self.video_codec)
 
+    @staticmethod
+    def display_width(width: int, sample_aspect: Fraction) -> int:
+        """A stored width in square pixels (even, as ffmpeg's scaler prefers)."""
+        if sample_aspect == 1 or width <= 0:
+            return width
+        return max(2, round(width * sample_aspect / 2) * 2)
+
     @property
     def display_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the decoded frames: ffmpeg turns rotated video upright."""
+        """``(width, height)`` of the picture as it is shown, in square pixels: the stored width
+        stretched by the sample aspect ratio (to an even number), then turned upright as ffmpeg
+        turns rotated video."""
+        width = self.display_width(self.width, self.sample_aspect)
         if self.rotation in (90, 270):
-            return self.height, self.width
-        return self.width, self.height
+            return self.height, width
+        return width, self.height
 
 
 def _rate(text: str | None) -> float:
@@ -76,6 +88,16 @@ def _rate(text: str | None) -> float:
     except (ValueError, ZeroDivisionError):
         return 0.0
     return float(value)
+
+
+def _aspect(text: str | None) -> Fraction:
+    """ffprobe's ``sample_aspect_ratio`` ("16:11"); 1 when absent, unknown ("0:1") or absurd."""
+    try:
+        num, den = (int(v) for v in (text or "").split(":"))
+        value = Fraction(num, den)
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return value if Fraction(1, 10) <= value <= 10 else Fraction(1)
 
 
 def _float(text: object) -> float:
@@ -154,6 +176,7 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
         pixel_format=str(video.get("pix_fmt", "")),
         audio_sample_rate=int(_float(audio.get("sample_rate"))),
         audio_channels=int(audio.get("channels", 0) or 0),
+        sample_aspect=_aspect(video.get("sample_aspect_ratio")),
     )
 
 
@@ -175,21 +198,25 @@ class _StderrTail:
         return "\n".join(self.lines)
 
 
-def _read_exactly(stream, size: int) -> bytes:  # type: ignore[no-untyped-def]
-    chunks = []
-    remaining = size
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+def _read_exactly(stream, size: int) -> bytearray:  # type: ignore[no-untyped-def]
+    """``size`` bytes of ``stream`` (fewer at its end), read straight into one buffer: a frame
+    is megabytes, and joining pipe-sized pieces would copy it once more."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            del view
+            return buffer[:filled]
+        filled += count
+    del view
+    return buffer
 
 
 def _pipe(
     cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str
-) -> Iterator[bytes]:
+) -> Iterator[bytearray]:
     """Yields fixed-size chunks of ffmpeg's stdout; kills ffmpeg when the consumer stops."""
     process = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
@@ -231,6 +258,11 @@ def iter_frames(
 ) -> Iterator[npt.NDArray[np.uint8]]:
     """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
 
+    ``pix_fmt`` "yuv420p" gives planar I420 frames instead, ``(height·3/2)×width`` (the luma
+    plane, then the two quarter-size chroma planes; ``width`` and ``height`` must be even): half
+    the bytes of RGB and no colour conversion in ffmpeg, for a consumer that converts only the
+    frames it needs.
+
     ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per core).
 
     ``scale_flags`` names swscale's filter; a model that must see exactly its reference's pixels
@@ -250,9 +282,14 @@ def iter_frames(
         "-threads", str(threads), "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
     ]  # fmt: skip
-    frame_bytes = width * height * 3
-    for chunk in _pipe(cmd, frame_bytes, token, path.name):
-        yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+    if pix_fmt == "yuv420p":
+        if width % 2 or height % 2:
+            raise ValueError(f"I420 frames need an even size, got {width}x{height}")
+        shape: tuple[int, ...] = (height * 3 // 2, width)
+    else:
+        shape = (height, width, 3)
+    for chunk in _pipe(cmd, int(np.prod(shape)), token, path.name):
+        yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
 
 
 def read_audio(

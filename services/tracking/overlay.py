@@ -4,8 +4,9 @@
 
 Runs the same pipeline as the service (worker processes, chunks, tracker) in this process, then
 draws the tracks on the chosen frames: each id keeps one colour, the label is ``id confidence``,
-and each tile shows its frame number. ``--out x.mp4`` writes an annotated video of the chosen
-frames instead. Files are written to a temporary name and renamed.
+and each tile shows its frame number. Frames are drawn at the display size the service reports
+(square pixels, upright), the pixels its boxes are in. ``--out x.mp4`` writes an annotated video
+of the chosen frames instead. Files are written to a temporary name and renamed.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ video stream that starts after its audio gets copies of its first frame in front
 ``short_hamilton_clip.mp4``), so ``time_s = frame_index / fps`` is on the same clock as the
 audio. (The 25 fps files the ingest service writes start at zero: there, nothing is added.)
 A still image is a one-frame video with ``fps`` 0.
+
+Coordinates are display pixels: the picture as it is shown, in square pixels (an anamorphic
+video's stored width stretched by its sample aspect ratio, ffprobe's ``sample_aspect_ratio``),
+upright (rotation metadata applied). The frames are decoded at that shape (downscaled to
+``max_side``) so the models see undistorted faces, and every coordinate is scaled to it; the
+tracking JSON and the overlay use the same pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +45,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrackedFace:
     track_id: str
-    #: x_min, y_min, x_max, y_max in original-resolution pixels.
+    #: x_min, y_min, x_max, y_max in display pixels (square pixels, upright; see Summary).
     bbox: tuple[float, float, float, float]
     centroid: tuple[float, float]
     confidence: float
@@ -67,6 +74,8 @@ class Progress:
 class Summary:
     frame_count: int
     fps: float
+    #: The display size: square pixels (an anamorphic video's stored width stretched by its
+    #: sample aspect ratio), rotation applied. Every box and landmark is in these pixels.
     width: int
     height: int
     tracks: list[TrackStats]
@@ -122,10 +131,8 @@ class TrackingOptions:
 
 def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """The decode size: the original, or scaled down (never up) so that its longest side fits
-    ``max_side`` (even numbers then, as ffmpeg's scaler prefers)."""
-    if max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
+    ``max_side``; even numbers (the I420 frames the workers get need them)."""
+    scale = min(1.0, max_side / max(width, height))
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
@@ -164,10 +171,15 @@ def _quick_shape(path: Path) -> _Shape | None:
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META)) % 360
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        sar_num = int(capture.get(cv2.CAP_PROP_SAR_NUM))
+        sar_den = int(capture.get(cv2.CAP_PROP_SAR_DEN))
     finally:
         capture.release()
     if width <= 0 or height <= 0:
         return None
+    if sar_num > 0 and sar_den > 0 and sar_num != sar_den:
+        # Anamorphic storage: the display size in square pixels, as ffprobe's (checked later).
+        width = ffmpeg.MediaInfo.display_width(width, Fraction(sar_num, sar_den))
     if rotation in (90, 270):
         width, height = height, width
     return _Shape(width, height, max(frames, 0))
@@ -230,7 +242,7 @@ def _track(
 ) -> Iterator[Event]:
     width, height = shape.width, shape.height
     proc_w, proc_h = processing_size(width, height, options.max_side)
-    frame_bytes = proc_w * proc_h * 3
+    frame_bytes = proc_w * proc_h * 3 // 2  # I420
     workers = max(1, min(options.workers, pool.size))
     # The chunking depends on the video and the pool, never on the request's worker count, so
     # a video gives the same faces and ids whatever the parallelism (results are a function of
@@ -264,7 +276,9 @@ def _track(
     tracker = FaceTracker(max_missed=options.max_missed)
     # Frame-threaded decoding costs more CPU per frame; the workers need the cores more (one
     # decoding thread keeps up with about two workers; the output is the same either way).
-    frames = ffmpeg.iter_frames(path, proc_w, proc_h, token=token, threads=max(1, workers // 2))
+    frames = ffmpeg.iter_frames(
+        path, proc_w, proc_h, token=token, threads=max(1, workers // 2), pix_fmt="yuv420p"
+    )
     batch: list[FrameFaces] = []
     done = 0
     faces_total = 0

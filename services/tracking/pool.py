@@ -53,6 +53,7 @@ from services.tracking.worker import (
     Seed,
     boxes_agree,
     extent,
+    i420_shape,
     progress_view,
 )
 
@@ -237,8 +238,9 @@ class _FrameBuffer:
         return fd
 
     def slots(self, count: int, frames: int, height: int, width: int) -> np.ndarray:
-        """A ``count×frames×height×width×3`` view of the buffer after its header."""
-        shape = (count, frames, height, width, 3)
+        """A ``count×frames×(height·3/2)×width`` view (I420 frames) of the buffer after its
+        header."""
+        shape = (count, frames, *i420_shape(height, width))
         if _HEADER_BYTES + int(np.prod(shape)) > self.size:
             raise ValueError("the frame buffer is too small for these slots")
         return np.ndarray(shape, dtype=np.uint8, buffer=self._map, offset=_HEADER_BYTES)
@@ -393,7 +395,7 @@ class WorkerPool:
         """Runs a video's frames through the workers; yields each chunk's result in frame order.
 
         Args:
-            frames: the decoded frames (``height×width×3`` RGB, as in ``plan.frame_size``).
+            frames: the decoded frames, I420 (``(height·3/2)×width``, ``plan.frame_size``).
             plan: how to cut and process them.
             token: cancels the job (every worker stops within a frame).
 
@@ -426,7 +428,8 @@ class WorkerPool:
         overlap = plan.overlap_frames
         capacity = plan.chunk_frames + overlap
         count = len(workers) + 1
-        buffer = self._frame_buffer(workers, _HEADER_BYTES + count * capacity * height * width * 3)
+        frame_bytes = int(np.prod(i420_shape(height, width)))
+        buffer = self._frame_buffer(workers, _HEADER_BYTES + count * capacity * frame_bytes)
         slots = buffer.slots(count, capacity, height, width)
         progress = buffer.progress()
         slot_bytes = int(np.prod(slots.shape[1:]))

@@ -44,17 +44,29 @@ class Cadence:
         cut_threshold: mean absolute difference (0-255) between tiny grey thumbnails of
             consecutive frames above which the frame counts as a new shot and runs detection
             (within shots of the test clips it stays under 12; hard cuts give 25 and more).
-        idle_detect_every: while no face has been followed for ``recovery_frames``, detection
-            on every frame whose index is a multiple of this (and on every cut).
+        idle_detect_every: while no face has been followed for ``dense_frames`` (and from that
+            frame of the video on), detection on every frame whose index is a multiple of this
+            (and on every cut); closer to a face, or to the start, on every frame.
+        dense_frames: see ``idle_detect_every``.
         reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
             that frame's faces without running the models.
+
+        rewind_frames: how far back a face found by an idle detection sends the run.
+
+    A face found by an idle detection after skipped frames sends the run back ``rewind_frames``
+    (at least to the first skipped frame), which then detects on every frame until it finds the
+    face: a face that came on screen between two idle detections is reported from where it came,
+    as by a detection on every frame (only a face on screen for fewer frames than the idle
+    cadence can be missed).
     """
 
     detect_every: int = 3
     recovery_frames: int = 10
     cut_threshold: float = 20.0
-    idle_detect_every: int = 2
+    idle_detect_every: int = 6
     reuse_duplicates: bool = True
+    rewind_frames: int = 8
+    dense_frames: int = 25
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -63,6 +75,10 @@ class Cadence:
             raise ValueError(f"idle_detect_every must be >= 1, got {self.idle_detect_every}")
         if self.recovery_frames < 0:
             raise ValueError(f"recovery_frames must be >= 0, got {self.recovery_frames}")
+        if self.rewind_frames < 0:
+            raise ValueError(f"rewind_frames must be >= 0, got {self.rewind_frames}")
+        if self.dense_frames < 0:
+            raise ValueError(f"dense_frames must be >= 0, got {self.dense_frames}")
 
 
 @dataclass(frozen=True)
@@ -162,19 +178,39 @@ class ChunkResult:
     converged: bool = False
 
 
+def i420_shape(height: int, width: int) -> tuple[int, int]:
+    """Array shape of one planar I420 frame: the luma rows, then the two chroma planes."""
+    return height * 3 // 2, width
+
+
+def _grey(frame: np.ndarray, yuv: bool) -> np.ndarray:
+    """A frame's brightness plane: I420's luma, or an RGB frame's green."""
+    return frame[: frame.shape[0] * 2 // 3] if yuv else frame[:, :, 1]
+
+
+def _rgb(frame: np.ndarray, yuv: bool) -> np.ndarray:
+    """The frame as the models take it (RGB); I420 is converted here, only for frames that run
+    a model, so the decoder ships half the bytes and converts nothing."""
+    if not yuv:
+        return frame
+    import cv2
+
+    return cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_I420)
+
+
 class _Thumbnails:
-    """Detects hard cuts cheaply: 18×32 grey thumbnails (2×2 means of a 36×64 grid of green
-    samples) of consecutive frames, compared by mean absolute difference."""
+    """Detects hard cuts cheaply: 18×32 grey thumbnails (2×2 means of a 36×64 grid of samples of
+    the brightness plane) of consecutive frames, compared by mean absolute difference."""
 
     def __init__(self) -> None:
         self._previous: np.ndarray | None = None
         #: The last comparison's difference (-1 when there was nothing to compare with).
         self.last_difference = -1.0
 
-    def is_cut(self, frame: np.ndarray, threshold: float) -> bool:
-        height, width = frame.shape[:2]
+    def is_cut(self, grey: np.ndarray, threshold: float) -> bool:
+        height, width = grey.shape[:2]
         step_y, step_x = max(1, height // 36), max(1, width // 64)
-        grid = frame[step_y // 2 :: step_y, step_x // 2 :: step_x, 1][:36, :64].astype(np.float32)
+        grid = grey[step_y // 2 :: step_y, step_x // 2 :: step_x][:36, :64].astype(np.float32)
         rows, cols = grid.shape[0] // 2 * 2, grid.shape[1] // 2 * 2
         small = grid[:rows, :cols].reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3))
         previous, self._previous = self._previous, small
@@ -231,8 +267,10 @@ def run_frames(
     cancelled: Any = None,
     chunk: int = 0,
     frame_ready: Any = None,
+    yuv: bool = False,
 ) -> ChunkResult:
-    """Runs a slot of frames (``T×H×W×3`` RGB) through a freshly reset graph.
+    """Runs a slot of frames (``T×H×W×3`` RGB, or ``T×(3H/2)×W`` I420 with ``yuv``) through a
+    freshly reset graph.
 
     Args:
         mesh: the graph.
@@ -255,13 +293,13 @@ def run_frames(
 
     mesh.reset(seedable=seed is not None)
     thumbnails = _Thumbnails()
-    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames))
+    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames, cadence.dense_frames))
     start = 0
     if seed is not None:
         start = preroll
         history.extend(seed.history)
         if start > 0:
-            thumbnails.is_cut(frames[start - 1], cadence.cut_threshold)
+            thumbnails.is_cut(_grey(frames[start - 1], yuv), cadence.cut_threshold)
     detections = 0
     counts: list[int] = []
     cuts: list[bool] = []
@@ -272,6 +310,13 @@ def run_frames(
     scores = np.zeros((0,), np.float32)
     agreeing = 0
     converged = False
+    # Per slot index: (cut, thumbnail difference), kept so that frames run again after a rewind
+    # see the same cut decisions.
+    changes: dict[int, tuple[bool, float]] = {}
+    # The last frame that ran detection, and (during a rewind) the frame up to which every frame
+    # runs it. A seeded run starts on followed faces: nothing before its start to look back at.
+    last_detection = start if seed is not None else start - 1
+    rewind_to = -1
     index = start - 1
     while frame_ready(index + 1):
         index += 1
@@ -279,33 +324,73 @@ def run_frames(
             raise InterruptedError("chunk cancelled")
         frame = frames[index]
         frame_index = first_frame - preroll + index
-        cut = thumbnails.is_cut(frame, cadence.cut_threshold)
+        if index not in changes:
+            cut = thumbnails.is_cut(_grey(frame, yuv), cadence.cut_threshold)
+            changes[index] = (cut, thumbnails.last_difference)
+        cut, difference = changes[index]
         previous = history[-1] if history else 0
         if (
             cadence.reuse_duplicates
             and index > start
-            and thumbnails.last_difference == 0.0
+            and difference == 0.0
             and np.array_equal(frame, frames[index - 1])
         ):
             # The same picture again (a padded or repeated frame): the same faces.
             history.append(len(landmarks))
         else:
-            recently_lost = cadence.recovery_frames > 0 and previous < max(history, default=0)
-            if previous == 0 and not recently_lost:
+            recent = list(history)[-cadence.recovery_frames :] if cadence.recovery_frames else []
+            recently_lost = previous < max(recent, default=0)
+            idle = previous == 0 and not recently_lost
+            if idle:
+                # Sparse only far from faces: a face lately (or the video's start) makes more
+                # likely, and the detector may catch a face on one frame only.
+                sparse = frame_index >= cadence.dense_frames and not any(history)
+                every = cadence.idle_detect_every if sparse else 1
                 detect = (
                     (index == start and seed is None)
                     or cut
-                    or frame_index % cadence.idle_detect_every == 0
+                    or frame_index % every == 0
+                    or index <= rewind_to
                 )
             else:
                 detect = cut or recently_lost or frame_index % cadence.detect_every == 0
             seeds = seed.landmarks if seed is not None and index == start else None
             detections += detect
             if detect or previous or seeds is not None:
-                landmarks, scores = mesh.process(frame, detect=detect, seeds=seeds)
+                landmarks, scores = mesh.process(_rgb(frame, yuv), detect=detect, seeds=seeds)
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
+            if (
+                detect
+                and idle
+                and len(landmarks)
+                and index > last_detection + 1
+                and index > rewind_to  # once per appearance (repeated frames skip detection)
+            ):
+                # A face appeared at a sparse idle detection: it may have been on screen (and
+                # detectable) on the frames skipped since the last one, or even before (the
+                # detector is unsure of a face coming on screen). Forget it, go back
+                # ``rewind_frames`` and detect on every frame up to this one.
+                mesh.reset()
+                rewind_from = max(
+                    start if seed is None else start + 1,
+                    min(last_detection + 1, index - cadence.rewind_frames),
+                )
+                for _ in range(index - rewind_from):
+                    if history:
+                        history.pop()
+                drop = index - max(rewind_from, preroll)
+                if drop > 0:
+                    del counts[-drop:], cuts[-drop:], features[-drop:]
+                    if include_landmarks:
+                        del points[-drop:]
+                landmarks, scores = landmarks[:0], scores[:0]
+                last_detection, rewind_to, agreeing = rewind_from - 1, index, 0
+                index = rewind_from - 1
+                continue
+            if detect:
+                last_detection = index
             history.append(len(landmarks))
         if index < preroll:
             if index == preroll - 1:
@@ -388,7 +473,7 @@ class ChunkRunner:
         if self._buffer is None or task.buffer != self._buffer_number:
             raise RuntimeError(f"frame buffer {task.buffer} was not handed to this worker")
         frames = np.ndarray(
-            (task.frames, task.height, task.width, 3),
+            (task.frames, *i420_shape(task.height, task.width)),
             dtype=np.uint8,
             buffer=self._buffer,
             offset=task.offset,
@@ -405,7 +490,7 @@ class ChunkRunner:
                     return False
                 if cancelled is not None and cancelled():
                     raise InterruptedError("chunk cancelled")
-                time.sleep(0.0005)
+                time.sleep(0.002)  # the decoder is behind: wake up seldom
 
         try:
             return run_frames(
@@ -423,6 +508,7 @@ class ChunkRunner:
                 cancelled=cancelled,
                 chunk=task.chunk,
                 frame_ready=frame_ready,
+                yuv=True,
             )
         finally:
             del frames  # no view may outlive the mapping (the progress view goes with frame_ready)

@@ -90,6 +90,18 @@ def test_tracking_document_keeps_legacy_keys_in_order() -> None:
     assert document["frames"][1]["tracked_objects"] == []
 
 
+def test_tracking_document_says_its_boxes_are_display_pixels() -> None:
+    face = FaceObservation("obj_1", 10.0, 20.0, 60.0, 90.0, 35.0, 55.0, 0.9, 0.05, 0.3)
+    result = fuse([[face]], [(0, 0)], [])
+    document = legacy.tracking_document(
+        "proj/pal.mp4", result, legacy.audio_frames([], 1), frame_size=(1024, 576)
+    )
+    metadata = json.loads(legacy.tracking_json(document))["metadata"]
+    assert (metadata["frame_width"], metadata["frame_height"]) == (1024, 576)
+    assert metadata["coordinates"] == "display_pixels"
+    assert "frame_width" not in _tracking_document()["metadata"]  # unknown size: not claimed
+
+
 def test_reduce_tracking_keeps_the_after_effects_keys() -> None:
     reduced = legacy.reduce_tracking(_tracking_document())
     assert reduced is not None and list(reduced) == ["frames_analysis"]

@@ -8,7 +8,7 @@ from services.tracking.pipeline import processing_size
 
 def test_processing_size_only_ever_shrinks_and_keeps_the_aspect() -> None:
     assert processing_size(640, 360, 960) == (640, 360)
-    assert processing_size(1126, 661, 1280) == (1126, 661)  # odd sizes are kept when not scaled
+    assert processing_size(1126, 661, 1280) == (1126, 660)  # even (I420 frames need it)
     assert processing_size(1920, 1080, 960) == (960, 540)
     assert processing_size(1080, 1920, 960) == (540, 960)
     assert processing_size(4000, 3000, 960) == (960, 720)

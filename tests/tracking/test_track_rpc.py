@@ -154,13 +154,14 @@ def _track_in_chunks(pool, path: Path, chunk_frames: int) -> tuple[list, Summary
 
 
 def _track_uninterrupted(path: Path) -> list[list[str]]:
-    """The reference: every frame through one graph in this process, then the tracker."""
-    decoded = list(ffmpeg.iter_frames(path, 640, 360))
+    """The reference: every frame through one graph in this process, then the tracker (the
+    frames decoded as the service decodes them: I420, converted to RGB by the worker code)."""
+    decoded = np.stack(list(ffmpeg.iter_frames(path, 640, 360, pix_fmt="yuv420p")))
     mesh = FaceMesh(MeshOptions())
     try:
         result = run_frames(
             mesh, decoded, first_frame=0, preroll=0, out_width=640, out_height=360,
-            cadence=Cadence(), include_landmarks=False,
+            cadence=Cadence(), include_landmarks=False, yuv=True,
         )  # fmt: skip
     finally:
         mesh.close()
