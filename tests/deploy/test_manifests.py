@@ -461,3 +461,43 @@ def test_the_dashboard_ships_in_the_monitoring_component(rendered) -> None:
     assert dashboard == source
     rules = K8S / "components" / "autoscaling" / "prometheus-adapter-rules.yaml"
     assert yaml.safe_load(rules.read_text())["rules"]["custom"]
+
+
+#: ConfigMap values that differ from the code's defaults on purpose: cluster addresses and
+#: paths, the bind address, and drains sized to terminationGracePeriodSeconds.
+DELIBERATE = {"host", "db_path", "grace_s", "shutdown_timeout_s"}
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_the_configmap_keeps_the_code_defaults_of_tuned_values(
+    process: str, process_settings, process_info
+) -> None:
+    """A threshold retuned in code (the tracking cadence, say) must not stay overridden by an old
+    value in the ConfigMap."""
+    import os
+
+    cls = process_settings(process)
+    prefix = process_info[process]["prefix"]
+    text = (K8S / "base" / "config" / f"{process}.env").read_text()
+    values = dict(re.findall(rf"^{prefix}(\w+)=(.*)$", text, flags=re.MULTILINE))
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith(prefix)]:
+            del os.environ[key]
+        # The gateway refuses to start without tokens (a Secret in the cluster).
+        secret = {"tokens": "from-a-secret"} if process == "gateway" else {}
+        defaults = cls(**secret)
+        os.environ.update({prefix + k: v for k, v in values.items()})
+        configured = cls(**secret)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    differ = {
+        name.lower()
+        for name in values
+        if name.lower() in cls.model_fields
+        and not name.lower().endswith("addr")
+        and name.lower() not in DELIBERATE
+        and getattr(configured, name.lower()) != getattr(defaults, name.lower())
+    }
+    assert not differ, f"{process}: ConfigMap values that differ from the defaults: {differ}"
