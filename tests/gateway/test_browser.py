@@ -399,6 +399,8 @@ async def test_names_and_log_lines_stay_text(
     session = await open_dashboard(browser, base, f"/#/jobs/{job.job_id}")
     page = session.page
     await page.wait_for_selector(".video-card")
+    # Live first: a line emitted before the websocket is up would only come with the job's logs.
+    await page.wait_for_selector("#live-status[data-state=ok]")
     fake_pipeline.emit(
         job.job_id,
         log=orchestrator_pb2.LogLine(severity="WARNING", message=f"odd file {hostile} &amp;"),
