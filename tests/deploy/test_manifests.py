@@ -65,6 +65,7 @@ def _grpc_port(process: str, container: dict[str, Any]) -> int:
     return int(_arg(container["args"], "--port"))
 
 
+@pytest.mark.slow  # kubectl kustomize and the offline schemas
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_validates_against_the_kubernetes_schemas(rendered, overlay: str) -> None:
     objects = rendered[overlay].objects

@@ -90,7 +90,7 @@ async def test_a_link_is_downloaded_once_through_the_direct_host_and_a_redirect(
     [
         pytest.param({"kind": "html"}, "wrong_content_type", 1, id="html-error-page"),
         pytest.param({"kind": "truncated"}, "truncated", 3, id="truncated"),
-        pytest.param({"kind": "stall"}, "timeout", 3, id="slow-server"),
+        pytest.param({"kind": "stall"}, "timeout", 3, id="slow-server", marks=pytest.mark.slow),
         pytest.param(
             {"kind": "status", "status": 429, "headers": {"Retry-After": "0"}},
             "rate_limited",
@@ -147,6 +147,7 @@ async def test_a_folder_link_that_answers_a_small_page_is_refused(
     assert files_in(settings) == [] and leftover(settings.media_root) == []
 
 
+@pytest.mark.slow  # waits out the Retry-After
 async def test_a_429_is_retried_after_its_retry_after(
     remote: FakeRemote, settings_for: SettingsFor
 ) -> None:
@@ -432,6 +433,7 @@ async def test_the_process_serves_health_and_metrics_and_drains_on_sigterm(
         log.close()
 
 
+@pytest.mark.slow  # a server that trickles for seconds
 async def test_a_slow_but_steady_server_completes_with_live_progress(
     remote: FakeRemote, settings_for: SettingsFor
 ) -> None:

@@ -208,6 +208,7 @@ async def fast_and_slow(
     return job, fast, slow
 
 
+@pytest.mark.slow  # seconds of deliberate lag
 async def test_a_lagging_client_gets_coalesced_progress_and_others_everything(
     gateway, fake: FakeOrchestrator
 ) -> None:
@@ -239,6 +240,7 @@ async def test_a_lagging_client_gets_coalesced_progress_and_others_everything(
     assert dropped - coalesced == total - len(progress)
 
 
+@pytest.mark.slow  # seconds of deliberate lag
 async def test_a_client_that_cannot_keep_up_is_dropped_and_others_are_not_slowed(
     gateway, fake: FakeOrchestrator
 ) -> None:
