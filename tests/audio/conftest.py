@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from protos.videoanalysis.v1 import audio_pb2, audio_pb2_grpc, common_pb2
 from services.audio.config import AudioSettings
+from services.audio.embedded import EmbeddedEngine
 from services.audio.server import build_services
 from services.common.server import RunningServer, start_server
 
@@ -93,6 +94,14 @@ def build_tiny_pyannote_pipeline(folder: Path) -> Path:
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedEngine:
+    """The embedded engine, loaded once per test module."""
+    loaded = EmbeddedEngine()
+    loaded.load()
+    return loaded
 
 
 @pytest.fixture(scope="module")

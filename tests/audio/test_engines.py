@@ -20,13 +20,6 @@ TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
 
 @pytest.fixture(scope="module")
-def engine() -> EmbeddedEngine:
-    loaded = EmbeddedEngine()
-    loaded.load()
-    return loaded
-
-
-@pytest.fixture(scope="module")
 def conversation() -> np.ndarray:
     return read_audio(TESTDATA / "audio" / "conv_dev_3.wav")
 

@@ -21,13 +21,6 @@ from services.common.ffmpeg import read_audio
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
 
-@pytest.fixture(scope="module")
-def engine() -> EmbeddedEngine:
-    loaded = EmbeddedEngine()
-    loaded.load()
-    return loaded
-
-
 def _speakers(turns: list[Turn]) -> int:
     return len({t.speaker for t in turns})
 
