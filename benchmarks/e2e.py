@@ -64,7 +64,7 @@ async def run(video: Path, media_root: Path, isolated: bool) -> dict[str, object
             )
             await orchestrator.wait(job_id)
             wall_s = time.perf_counter() - started
-            job = await orchestrator.store.get_job(job_id)
+            job = await orchestrator.get_job_row(job_id)
             assert job is not None
             (row,) = job.videos
             stages = {

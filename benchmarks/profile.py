@@ -145,7 +145,7 @@ async def run(video: Path, media_root: Path) -> dict[str, object]:
                 )
                 await orchestrator.wait(job_id)
             wall_s = time.perf_counter() - started
-            job = await orchestrator.store.get_job(job_id)
+            job = await orchestrator.get_job_row(job_id)
             assert job is not None
             if job.error:
                 raise RuntimeError(f"the job failed: {job.error}")
