@@ -27,10 +27,6 @@ class WarmUp:
         self.warm_up()
         self._ready = True
 
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
     def not_ready_reason(self) -> str:
         """Why RPCs are refused; subclasses may report a warm-up failure instead."""
         return f"{self.loading} is still loading; retry shortly"

@@ -261,10 +261,6 @@ class SceneDetector:
         """What ran the model, e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100 (amp float16)"."""
         return self._device_label
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
     def load(self) -> None:
         """Builds the model from the shipped weights (once per process and device) and runs one
         warm-up pass the first time, on the inference thread."""
