@@ -113,8 +113,11 @@ class EmbeddedEngine:
         max_neighbour_fraction: float = 0.4,
         max_speakers: int = 8,
         max_cluster_windows: int = 600,
-        speaker_similarity: float = 0.83,
-        min_cluster_windows: int = 4,
+        speaker_similarity: float = 0.80,
+        noisy_speaker_similarity: float = 0.86,
+        clean_snr_db: float = 30.0,
+        noisy_snr_db: float = 10.0,
+        min_cluster_windows: int = 8,
         resegment_iterations: int = 2,
         energy_floor_db: float = -55.0,
         energy_close_s: float = 0.3,
@@ -159,6 +162,11 @@ class EmbeddedEngine:
         self.max_speakers = int(max_speakers)
         self.max_cluster_windows = int(max_cluster_windows)
         self.speaker_similarity = _check("speaker_similarity", speaker_similarity, -1.0, 1.0)
+        self.noisy_speaker_similarity = _check(
+            "noisy_speaker_similarity", noisy_speaker_similarity, speaker_similarity, 1.0
+        )
+        self.clean_snr_db = _check("clean_snr_db", clean_snr_db, -20.0, 100.0)
+        self.noisy_snr_db = _check("noisy_snr_db", noisy_snr_db, -20.0, clean_snr_db - 1.0)
         self.min_cluster_windows = int(_check("min_cluster_windows", min_cluster_windows, 1, 100))
         self.resegment_iterations = int(resegment_iterations)
         self.energy_floor_db = energy_floor_db
@@ -243,11 +251,14 @@ class EmbeddedEngine:
         starts, embeddings = self._window_embeddings(mel, speech, token, progress)
         token.raise_if_cancelled()
         progress(Step("clustering", 0, 1))
-        labels = self._cluster(starts, embeddings, count)
+        level = _frame_levels(audio, n_frames)
+        noise = self._noise_level(level, speech)
+        similarity = self._merge_similarity(level, speech, noise)
+        labels = self._cluster(starts, embeddings, count, similarity)
         progress(Step("clustering", 1, 1))
         frame_labels = self._resegment(starts, embeddings, labels, speech, count)
         progress(Step("resegmentation", 1, 1))
-        active = self._turn_extent(audio, speech, n_frames)
+        active = self._turn_extent(level, speech, noise)
         frame_labels = _fill_nearest(frame_labels, active)
         return self._turns(frame_labels, count)
 
@@ -301,19 +312,40 @@ class EmbeddedEngine:
                 mask[int(start * _FRAMES_PER_S) : int(np.ceil(end * _FRAMES_PER_S))] = True
         return mask
 
-    def _turn_extent(self, audio: np.ndarray, speech: np.ndarray, n_frames: int) -> np.ndarray:
+    def _noise_level(self, level: np.ndarray, speech: np.ndarray) -> float | None:
+        """The background level (dB): a percentile of the frames :meth:`_background` picks."""
+        background = self._background(speech)
+        if not background.any():
+            return None
+        return float(np.percentile(level[background], self.noise_percentile))
+
+    def _merge_similarity(
+        self, level: np.ndarray, speech: np.ndarray, noise: float | None
+    ) -> float:
+        """The centroid cosine at which two clusters count as one speaker, for this file.
+
+        Under a bed the embeddings of different voices draw together (0.85-0.89 for distinct
+        voices at 10-15 dB SNR, where clean ones stay below 0.80), so the threshold rises
+        linearly from ``speaker_similarity`` at ``clean_snr_db`` to ``noisy_speaker_similarity``
+        at ``noisy_snr_db`` and below. SNR: median speech frame level over the background level.
+        """
+        if noise is None:
+            return self.speaker_similarity
+        snr = float(np.median(level[speech])) - noise
+        share = np.clip((self.clean_snr_db - snr) / (self.clean_snr_db - self.noisy_snr_db), 0, 1)
+        return float(
+            self.speaker_similarity
+            + share * (self.noisy_speaker_similarity - self.speaker_similarity)
+        )
+
+    def _turn_extent(
+        self, level: np.ndarray, speech: np.ndarray, noise: float | None
+    ) -> np.ndarray:
         """Speech grown along live (non-silent) audio: pauses up to ``energy_bridge_s`` that stay
         live are filled, and each region's edges grow by up to ``energy_extend_s`` while live."""
-        win = 2 * _FRAME_HOP  # 20 ms centred on each 10 ms frame
-        power = np.concatenate(([0.0], np.cumsum(np.square(audio, dtype=np.float64))))
-        centres = np.arange(n_frames) * _FRAME_HOP
-        low = np.clip(centres - win // 2, 0, len(audio))
-        high = np.clip(centres + win // 2, 0, len(audio))
-        level = 10 * np.log10((power[high] - power[low]) / win + 1e-20)
+        n_frames = len(level)
         floor = self.energy_floor_db
-        background = self._background(speech)
-        if background.any():  # above the background noise too, not just above the fixed floor
-            noise = float(np.percentile(level[background], self.noise_percentile))
+        if noise is not None:  # above the background noise too, not just above the fixed floor
             floor = max(floor, noise + self.energy_margin_db)
         live = level > floor
         close = self.energy_close_s * _FRAMES_PER_S
@@ -408,9 +440,15 @@ class EmbeddedEngine:
     # ------------------------------------------------------------------ clustering
 
     def _cluster(
-        self, starts: np.ndarray, embeddings: np.ndarray, count: SpeakerCount
+        self,
+        starts: np.ndarray,
+        embeddings: np.ndarray,
+        count: SpeakerCount,
+        similarity: float | None = None,
     ) -> np.ndarray:
-        """Cluster label per window: spectral clustering, the count by centroid similarity."""
+        """Cluster label per window: spectral clustering, the count by centroid similarity
+        (below ``similarity``, ``speaker_similarity`` by default)."""
+        similarity = self.speaker_similarity if similarity is None else similarity
         low, high = count.bounds(self.max_speakers)
         n = len(embeddings)
         if n < 2 or high == 1:
@@ -426,20 +464,20 @@ class EmbeddedEngine:
         _, vectors = _spectral(sample, starts[pick], self.max_neighbour_fraction, low, high)
         for k in range(max(low, min(high, vectors.shape[1])), low - 1, -1):
             labels = _kmeans(vectors[:, :k], k) if k > 1 else np.zeros(len(sample), dtype=int)
-            if k == low or self._distinct(sample, labels):
+            if k == low or self._distinct(sample, labels, similarity):
                 break
         centroids = _centroids(sample, labels)
         return np.argmax(embeddings @ centroids.T, axis=1)
 
-    def _distinct(self, embeddings: np.ndarray, labels: np.ndarray) -> bool:
+    def _distinct(self, embeddings: np.ndarray, labels: np.ndarray, similarity: float) -> bool:
         """Whether every cluster is big enough and no two centroids are alike enough to be one
         speaker."""
         if np.bincount(labels).min() < self.min_cluster_windows:
             return False
         centroids = _centroids(embeddings, labels)
-        similarity = centroids @ centroids.T
-        np.fill_diagonal(similarity, -1.0)
-        return bool(similarity.max() < self.speaker_similarity)
+        between = centroids @ centroids.T
+        np.fill_diagonal(between, -1.0)
+        return bool(between.max() < similarity)
 
     def _resegment(
         self,
@@ -494,6 +532,16 @@ def _mel_filterbank() -> np.ndarray:
     import librosa
 
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=_N_FFT, n_mels=_N_MELS)
+
+
+def _frame_levels(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """Short-time level (dB) of 20 ms centred on each 10 ms frame."""
+    win = 2 * _FRAME_HOP
+    power = np.concatenate(([0.0], np.cumsum(np.square(audio, dtype=np.float64))))
+    centres = np.arange(n_frames) * _FRAME_HOP
+    low = np.clip(centres - win // 2, 0, len(audio))
+    high = np.clip(centres + win // 2, 0, len(audio))
+    return 10 * np.log10((power[high] - power[low]) / win + 1e-20)
 
 
 def _normalise_loudness(waveform: np.ndarray) -> np.ndarray:
