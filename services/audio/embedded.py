@@ -14,11 +14,12 @@ Pipeline (16 kHz mono float32 in, speaker turns out):
    normalised maximum eigengap of the Laplacian (NME-SC). The speaker count is a calibrated
    stopping rule: from the largest allowed count down, k-means on the spectral embedding, and
    the first count whose clusters all hold ``min_cluster_windows`` windows and whose centroids
-   are all less alike than ``speaker_similarity`` (cosine) wins; the lowest allowed count
-   (one speaker by default) when none does. On the composed dev set the centroids of two halves
-   of one speaker's speech are >= 0.79 alike, two different speakers <= 0.75 (tuning half);
-   under a bed, close voices come nearer (0.85 for 2033/2414 slowed to 0.92 under music at
-   15 dB, in the checking half, merged into one: the known weak point).
+   are all less alike than a merge threshold (cosine) wins; the lowest allowed count (one
+   speaker by default) when none does. The threshold depends on the file's SNR (speech level
+   over the background level of step 5): ``speaker_similarity`` (0.80) on clean audio, rising
+   linearly to ``noisy_speaker_similarity`` (0.86) at ``noisy_snr_db`` (10 dB), because under a
+   bed the embeddings of different voices draw together (0.85-0.89 for close voices at
+   10-15 dB, where clean ones stay below 0.80). Tuned on seeds 15 and 16 of the composed set.
    Long files cluster a regular subsample of ``max_cluster_windows`` windows.
 4. **Resegmentation.** Every speech frame (10 ms) is scored against each speaker centroid by
    averaging the similarities of all windows that cover it, then centroids are re-estimated and
