@@ -180,9 +180,7 @@ def test_a_face_entering_just_before_a_chunk_edge_is_reported_from_where_it_came
         end = first + 4
         sparse = Cadence(idle_detect_every=6, rewind_frames=8, dense_frames=0)
         assert all((first_frame + i) % 6 for i in range(first, end))
-        chunk = run_frames(
-            mesh, frames[:end], first_frame=first_frame, cadence=sparse, **options
-        )
+        chunk = run_frames(mesh, frames[:end], first_frame=first_frame, cadence=sparse, **options)
     finally:
         mesh.close()
     assert 5 < first < 40
