@@ -1,7 +1,9 @@
 """The face-tracking dev set: short clips composed by ffmpeg from media already on the machine.
 
-``python -m benchmarks.devsets.clips [--out DIR]`` composes the set (once; a second run finds it)
-and prints the path of its ``index.json``.
+``python -m benchmarks.devsets.clips [--out DIR] [--variant SEED]`` composes the set (once; a
+second run finds it) and prints the path of its ``index.json``. ``--variant`` composes a set never
+used for choosing anything: the checking half's kinds of clip, with the material, timing and
+synthetic paths moved by a seeded generator (half ``unseen``).
 
 Sources: ``../shared/testdata/video`` (``short_hamilton_clip.mp4``: faces; ``testvideo.mp4`` and
 ``fades.mp4``: none), ``../shared/testdata/images/obama.jpg`` (the synthetic moving faces) and the
@@ -29,11 +31,12 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sysconfig
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 #: Bump when the composition changes in a way the specifications do not show.
@@ -368,11 +371,61 @@ def compose_set(out_root: Path | None = None, specs: tuple[ClipSpec, ...] = CLIP
     return index
 
 
+#: Source lengths in seconds (a variant's segments must fit inside them).
+SOURCE_SECONDS = {"hamilton": 10.0, "nature": 24.0, "fades": 10.0, "music": 212.0}
+
+
+def variant(seed: int, specs: tuple[ClipSpec, ...] = CLIPS) -> tuple[ClipSpec, ...]:
+    """The checking half's clips moved by ``seed``: each segment starts elsewhere in its source
+    (its length and source kept), synthetic faces enter a few frames earlier or later, at another
+    height, speed and size. Same storage, so the same awkward kinds; new pictures and timings."""
+    rng = random.Random(seed)
+
+    def moved(segment: Segment) -> Segment:
+        room = SOURCE_SECONDS[segment.source] - segment.duration_s
+        start = min(max(0.0, segment.start_s + rng.uniform(-3.0, 3.0)), max(0.0, room))
+        return replace(segment, start_s=round(start, 2))
+
+    out = []
+    for spec in specs:
+        if spec.half != "checking":
+            continue
+        movers = tuple(
+            replace(
+                m,
+                first=max(0, m.first + rng.randint(-8, 8)),
+                y=round(m.y + rng.uniform(-40.0, 40.0), 1),
+                vx=round(m.vx * rng.uniform(0.8, 1.2), 2),
+                size=int(m.size * rng.uniform(0.85, 1.15)),
+            )
+            for m in spec.movers
+        )
+        movers = tuple(replace(m, last=max(m.first + 1, m.last)) for m in movers)
+        inset = spec.inset and replace(
+            spec.inset, background=tuple(moved(s) for s in spec.inset.background)
+        )
+        out.append(
+            replace(
+                spec,
+                name=f"u{spec.name[1:]}_s{seed}",
+                half="unseen",
+                segments=tuple(moved(s) for s in spec.segments),
+                inset=inset,
+                movers=movers,
+            )
+        )
+    return tuple(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="parent folder of the set")
+    parser.add_argument(
+        "--variant", type=int, default=None, help="compose the unseen variant of this seed"
+    )
     args = parser.parse_args()
-    print(compose_set(args.out))
+    specs = CLIPS if args.variant is None else variant(args.variant)
+    print(compose_set(args.out, specs))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class Cadence:
     (at least to the first skipped frame), which then detects on every frame until it finds the
     face: a face that came on screen between two idle detections is reported from where it came,
     as by a detection on every frame (only a face on screen for fewer frames than the idle
-    cadence can be missed).
+    cadence can be missed). A chunk's last frame always detects while idle, so that the rewind
+    also covers the frames just before a chunk edge.
     """
 
     detect_every: int = 3
@@ -351,6 +352,10 @@ def run_frames(
                     or cut
                     or frame_index % every == 0
                     or index <= rewind_to
+                    # The slot's last frame: the next idle detection (and its rewind) would fall
+                    # in the next chunk, whose overlap frames are not reported, so a face coming
+                    # on screen here would start late. Detect now; a face rewinds within the slot.
+                    or (index > last_detection and not frame_ready(index + 1))
                 )
             else:
                 detect = cut or recently_lost or frame_index % cadence.detect_every == 0

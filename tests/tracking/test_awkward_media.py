@@ -160,3 +160,30 @@ def test_a_rewind_over_repeated_frames_ends() -> None:
     finally:
         mesh.close()
     assert result.counts.tolist() == [0] * 14 + [2] * 10
+
+
+def test_a_face_entering_just_before_a_chunk_edge_is_reported_from_where_it_came(clips) -> None:
+    """The chunk's slot ends a few frames after the face comes on screen, before the next sparse
+    idle detection: the rewind must still happen within this chunk (the next chunk's overlap
+    frames are not reported), so the face starts where detection on every frame starts it."""
+    frames = np.stack(list(ffmpeg.iter_frames(clips["entering.mp4"], 1280, 720, pix_fmt="yuv420p")))
+    options = dict(preroll=0, out_width=1280, out_height=720, include_landmarks=False, yuv=True)
+    mesh = FaceMesh(MeshOptions())
+    try:
+        every_frame = run_frames(
+            mesh, frames, first_frame=0, cadence=Cadence(idle_detect_every=1), **options
+        )
+        first = int(np.flatnonzero(every_frame.counts)[0])
+        # Absolute numbering such that the face's first frame is one past a multiple of 6 and
+        # the slot ends 3 frames later: no scheduled idle detection falls on the face's frames.
+        first_frame = (1 - first) % 6
+        end = first + 4
+        sparse = Cadence(idle_detect_every=6, rewind_frames=8, dense_frames=0)
+        assert all((first_frame + i) % 6 for i in range(first, end))
+        chunk = run_frames(mesh, frames[:end], first_frame=first_frame, cadence=sparse, **options)
+    finally:
+        mesh.close()
+    assert 5 < first < 40
+    assert len(chunk.counts) == end
+    assert int(np.flatnonzero(chunk.counts)[0]) == first
+    assert chunk.counts[first:].tolist() == every_frame.counts[first:end].tolist()
