@@ -19,7 +19,8 @@ Pipeline (16 kHz mono float32 in, speaker turns out):
    over the background level of step 5): ``speaker_similarity`` (0.80) on clean audio, rising
    linearly to ``noisy_speaker_similarity`` (0.86) at ``noisy_snr_db`` (10 dB), because under a
    bed the embeddings of different voices draw together (0.85-0.89 for close voices at
-   10-15 dB; distinct clean voices mostly stay below 0.80). Tuned on seeds 15 and 16 of the composed set.
+   10-15 dB; distinct clean voices mostly stay below 0.80). Tuned on seeds 15 and 16 of the
+   composed set.
    Long files cluster a regular subsample of ``max_cluster_windows`` windows.
 4. **Resegmentation.** Every speech frame (10 ms) is scored against each speaker centroid by
    averaging the similarities of all windows that cover it, then centroids are re-estimated and
