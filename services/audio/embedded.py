@@ -49,6 +49,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -76,6 +77,22 @@ _N_FFT = 400  # 25 ms analysis window, as Resemblyzer's training features
 _N_MELS = 40
 _WINDOW_FRAMES = 160  # 1.6 s partial utterance, as Resemblyzer was trained
 _TARGET_DBFS = -30.0  # Resemblyzer's loudness normalisation (increase only)
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """What every later step reads from the audio: the loudness-normalised samples, Silero's
+    speech mask and the level (dB) per 10 ms frame, and the background level (None: no speech
+    or no background to measure)."""
+
+    audio: np.ndarray
+    speech: np.ndarray
+    level: np.ndarray
+    noise: float | None
+
+
+def _quiet(_step: Step) -> None:
+    """A progress callback that reports nothing."""
 
 
 def _runs(mask: np.ndarray) -> np.ndarray:
@@ -129,6 +146,7 @@ class EmbeddedEngine:
         noise_percentile: float = 50.0,
         noise_distance_s: float = 0.5,
         min_turn_s: float = 0.05,
+        speaker_pause_s: float = 0.0,
         batch_size: int = 64,
         threads: int = 1,
         device: str = "cpu",
@@ -151,6 +169,7 @@ class EmbeddedEngine:
         _check("energy_margin_db", energy_margin_db, 0.0, 60.0)
         _check("noise_percentile", noise_percentile, 0.0, 100.0)
         _check("min_turn_s", min_turn_s, 0.0, 5.0)
+        _check("speaker_pause_s", speaker_pause_s, 0.0, 10.0)
         _check("batch_size", batch_size, 1, 4096)
         _check("threads", threads, 0, 256)
         self.vad_onset = vad_onset
@@ -179,6 +198,7 @@ class EmbeddedEngine:
         self.noise_percentile = noise_percentile
         self.noise_distance_s = _check("noise_distance_s", noise_distance_s, 0.0, 10.0)
         self.min_turn_s = min_turn_s
+        self.speaker_pause_s = speaker_pause_s
         self.batch_size = int(batch_size)
         self.threads = int(threads)
         self.device = device
@@ -239,30 +259,51 @@ class EmbeddedEngine:
                 waveform.astype(np.float32, copy=False), count, token, progress
             ), self.device
 
+    def merge_threshold(self, waveform: np.ndarray) -> float:
+        """The centroid cosine at which two clusters of this file count as one speaker: the
+        value :meth:`diarize` uses (it depends on the file's SNR)."""
+        if self._vad is None:
+            raise Unavailable("the embedded engine is not loaded yet")
+        with self._lock:
+            signal = self._signal(waveform.astype(np.float32, copy=False), CancelToken(), _quiet)
+        return self._merge_similarity(signal.level, signal.speech, signal.noise)
+
     def _diarize(
         self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn
     ) -> list[Turn]:
         if waveform.size == 0:
             return []
+        frame_labels = self._frame_labels(waveform, count, token, progress)
+        pause = round(self.speaker_pause_s * _FRAMES_PER_S)
+        return self._turns(_bridge_pauses(frame_labels, None, pause), count)
+
+    def _signal(self, waveform: np.ndarray, token: CancelToken, progress: ProgressFn) -> _Signal:
         n_frames = int(np.ceil(len(waveform) / _FRAME_HOP))
         speech = self._speech_frames(waveform, n_frames, token, progress)
-        if not speech.any():
-            return []
         audio = _normalise_loudness(waveform)
-        mel = self._mel(audio)[:n_frames]
+        level = _frame_levels(audio, n_frames)
+        noise = self._noise_level(level, speech) if speech.any() else None
+        return _Signal(audio, speech, level, noise)
+
+    def _frame_labels(
+        self, waveform: np.ndarray, count: SpeakerCount, token: CancelToken, progress: ProgressFn
+    ) -> np.ndarray:
+        """Speaker index per 10 ms frame, -1 where nobody speaks."""
+        signal = self._signal(waveform, token, progress)
+        speech = signal.speech
+        if not speech.any():
+            return np.full(len(speech), -1)
+        mel = self._mel(signal.audio)[: len(speech)]
         starts, embeddings = self._window_embeddings(mel, speech, token, progress)
         token.raise_if_cancelled()
         progress(Step("clustering", 0, 1))
-        level = _frame_levels(audio, n_frames)
-        noise = self._noise_level(level, speech)
-        similarity = self._merge_similarity(level, speech, noise)
+        similarity = self._merge_similarity(signal.level, speech, signal.noise)
         labels = self._cluster(starts, embeddings, count, similarity)
         progress(Step("clustering", 1, 1))
         frame_labels = self._resegment(starts, embeddings, labels, speech, count)
         progress(Step("resegmentation", 1, 1))
-        active = self._turn_extent(level, speech, noise)
-        frame_labels = _fill_nearest(frame_labels, active)
-        return self._turns(frame_labels, count)
+        active = self._turn_extent(signal.level, speech, signal.noise)
+        return _fill_nearest(frame_labels, active)
 
     # ------------------------------------------------------------------ speech
 
@@ -346,14 +387,7 @@ class EmbeddedEngine:
         """Speech grown along live (non-silent) audio: pauses up to ``energy_bridge_s`` that stay
         live are filled, and each region's edges grow by up to ``energy_extend_s`` while live."""
         n_frames = len(level)
-        floor = self.energy_floor_db
-        if noise is not None:  # above the background noise too, not just above the fixed floor
-            floor = max(floor, noise + self.energy_margin_db)
-        live = level > floor
-        close = self.energy_close_s * _FRAMES_PER_S
-        for start, end in _runs(~live):
-            if start > 0 and end < n_frames and end - start < close:
-                live[start:end] = True
+        live = self._live(level, noise)
         active = speech.copy()
         bridge = self.energy_bridge_s * _FRAMES_PER_S
         for start, end in _runs(~speech):
@@ -369,6 +403,19 @@ class EmbeddedEngine:
             dead_right = np.flatnonzero(~live[end:right])
             active[end : end + (dead_right[0] if dead_right.size else right - end)] = True
         return active
+
+    def _live(self, level: np.ndarray, noise: float | None) -> np.ndarray:
+        """Frames above ``energy_floor_db`` and ``energy_margin_db`` above the background, dips
+        shorter than ``energy_close_s`` ignored: audio that is not a pause."""
+        floor = self.energy_floor_db
+        if noise is not None:  # above the background noise too, not just above the fixed floor
+            floor = max(floor, noise + self.energy_margin_db)
+        live = level > floor
+        close = self.energy_close_s * _FRAMES_PER_S
+        for start, end in _runs(~live):
+            if start > 0 and end < len(level) and end - start < close:
+                live[start:end] = True
+        return live
 
     def _background(self, speech: np.ndarray) -> np.ndarray:
         """Frames that tell the background level: non-speech at least ``noise_distance_s`` away
@@ -614,6 +661,26 @@ def _centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
         ]
     )
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def _bridge_pauses(frame_labels: np.ndarray, live: np.ndarray | None, longest: int) -> np.ndarray:
+    """Fills every gap between two frames of one speaker that lies in a pause (a run of
+    frames that are not ``live``, or the gap itself where ``live`` is None) of up to
+    ``longest`` frames."""
+    out = frame_labels.copy()
+    n = len(out)
+    for start, end in _runs(frame_labels < 0):
+        if start == 0 or end == n or out[start - 1] != out[end]:
+            continue
+        first, last = start, end
+        if live is not None:
+            while first > 0 and not live[first - 1]:
+                first -= 1
+            while last < n and not live[last]:
+                last += 1
+        if last - first <= longest:
+            out[start:end] = out[start - 1]
+    return out
 
 
 def _fill_nearest(frame_labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -174,8 +174,6 @@ def test_closest_pair_in_a_short_conversation(engine) -> None:
 def test_the_merge_threshold_rises_under_a_bed(engine) -> None:
     """The same conversation clean and under pink noise at 12 dB: the clean one gets the clean
     threshold, the noisy one a higher one (its embeddings are closer for the same voices)."""
-    from services.audio.embedded import _frame_levels, _normalise_loudness
-
     voices = [load_voice("1998", 1.0), load_voice("2609", 1.12)]
     thresholds = []
     for noise in (0.0, 1.0):
@@ -186,11 +184,7 @@ def test_the_merge_threshold_rises_under_a_bed(engine) -> None:
             music_probability=0.0,
         )
         mix, _, _ = compose_one("bed", voices, params, np.random.default_rng(2))
-        n_frames = int(np.ceil(len(mix) / 160))
-        speech = engine._speech_frames(mix, n_frames, CancelToken(), lambda _s: None)
-        level = _frame_levels(_normalise_loudness(mix), n_frames)
-        noise_level = engine._noise_level(level, speech)
-        thresholds.append(engine._merge_similarity(level, speech, noise_level))
+        thresholds.append(engine.merge_threshold(mix))
     clean, noisy = thresholds
     assert clean == pytest.approx(engine.speaker_similarity)
     assert engine.speaker_similarity < noisy <= engine.noisy_speaker_similarity
