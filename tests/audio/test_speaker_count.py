@@ -289,3 +289,19 @@ def test_pauses_at_the_recordings_own_background_stay_out(engine) -> None:
     assert (
         score(segments, TESTDATA / "audio" / "conv_dev_2.rttm", len(audio) / 16000)["der"] <= 0.021
     )
+
+
+def test_the_error_breakdown_tells_where_the_missed_speech_lies() -> None:
+    from benchmarks.audio_errors import breakdown
+
+    # a speaks 0-4 s with b's back-channel at 3-3.5 s, then b 5-6 s; the answer starts 0.5 s
+    # late, drops a 1-s pause inside a's turn, ignores the overlap and misses b's turn
+    reference = [(0.0, 4.0, "a"), (3.0, 3.5, "b"), (5.0, 6.0, "b")]
+    answer = [(0.5, 1.5, "x"), (2.5, 4.0, "x")]
+    parts = breakdown(reference, answer, np.zeros(700, dtype=bool))
+    scored = 3.25 + 0.25 + 0.75  # speaker-seconds outside the 0.125-s collars
+    assert parts["onset"] == pytest.approx(0.375 / scored, abs=0.005)
+    assert parts["inside"] == pytest.approx(1.0 / scored, abs=0.005)
+    assert parts["overlap"] == pytest.approx(0.25 / scored, abs=0.005)
+    assert parts["whole_turn"] == pytest.approx(0.75 / scored, abs=0.005)
+    assert parts["offset"] == parts["fa_vad"] == parts["fa_added"] == 0
