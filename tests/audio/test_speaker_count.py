@@ -174,8 +174,6 @@ def test_closest_pair_in_a_short_conversation(engine) -> None:
 def test_the_merge_threshold_rises_under_a_bed(engine) -> None:
     """The same conversation clean and under pink noise at 12 dB: the clean one gets the clean
     threshold, the noisy one a higher one (its embeddings are closer for the same voices)."""
-    from services.audio.embedded import _frame_levels, _normalise_loudness
-
     voices = [load_voice("1998", 1.0), load_voice("2609", 1.12)]
     thresholds = []
     for noise in (0.0, 1.0):
@@ -186,11 +184,7 @@ def test_the_merge_threshold_rises_under_a_bed(engine) -> None:
             music_probability=0.0,
         )
         mix, _, _ = compose_one("bed", voices, params, np.random.default_rng(2))
-        n_frames = int(np.ceil(len(mix) / 160))
-        speech = engine._speech_frames(mix, n_frames, CancelToken(), lambda _s: None)
-        level = _frame_levels(_normalise_loudness(mix), n_frames)
-        noise_level = engine._noise_level(level, speech)
-        thresholds.append(engine._merge_similarity(level, speech, noise_level))
+        thresholds.append(engine.merge_threshold(mix))
     clean, noisy = thresholds
     assert clean == pytest.approx(engine.speaker_similarity)
     assert engine.speaker_similarity < noisy <= engine.noisy_speaker_similarity
@@ -227,3 +221,87 @@ def test_the_pyannote_engine_honours_the_count_too(tiny_pyannote: Path, three_sp
     for count, expected in ((SpeakerCount(num=3), {3}), (SpeakerCount(max=1), {1})):
         turns, _ = engine.diarize(audio, count, CancelToken(), lambda _s: None)
         assert _speakers(turns) in expected
+
+
+# ---------------------------------------------------------------------- pauses inside a turn
+
+
+def test_pauses_of_one_speaker_are_bridged_but_not_speaker_changes_or_edits() -> None:
+    from services.audio.embedded import _bridge_pauses
+
+    labels = np.array([0] * 10 + [-1] * 3 + [0] * 10 + [-1] * 3 + [1] * 10 + [-1] * 6 + [1] * 5)
+    level = np.full(len(labels), -80.0)
+    out = _bridge_pauses(labels, level, longest=3)
+    assert (out[10:13] == 0).all()  # a 3-frame pause of speaker 0: filled
+    assert (out[23:26] == -1).all()  # between two speakers: left alone
+    assert (out[36:42] == -1).all()  # longer than 3 frames: left alone
+    # up to room_longest where the pause is louder than the background
+    assert (_bridge_pauses(labels, level, 3, room_longest=6, background=-90.0)[36:42] == 1).all()
+    assert (_bridge_pauses(labels, level, 3, room_longest=6, background=-70.0)[36:42] == -1).all()
+    silent = level.copy()
+    silent[11] = -200.0  # digital silence: an edit, never part of a turn
+    assert (_bridge_pauses(labels, silent, longest=3)[10:13] == -1).all()
+
+
+def _missed(turns: list[Turn], reference: list[tuple[float, float, str]], duration: float) -> float:
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    truth, hypothesis = Annotation(), Annotation()
+    for start, end, speaker in reference:
+        truth[Segment(start, end)] = speaker
+    for turn in turns:
+        hypothesis[Segment(turn.start_s, turn.end_s)] = turn.speaker
+    detail = DiarizationErrorRate(collar=0.25, skip_overlap=False)(
+        truth, hypothesis, uem=Segment(0, duration), detailed=True
+    )
+    return detail["missed detection"] / detail["total"]
+
+
+@pytest.mark.slow  # real models
+def test_pauses_inside_a_turn_count_as_speech(engine) -> None:
+    """A clean two-speaker conversation whose turns hold short room-tone pauses, which the
+    reference counts as speech: the engine used to drop them (4.2% of the speech missed, with
+    a -55 dB live floor and no same-speaker bridge); now they stay inside the turn."""
+    voices = [load_voice("2414", 1.0), load_voice("1998", 0.88)]
+    params = ConversationParams(
+        duration_s=(30.0, 30.0),
+        noise_probability=0.0,
+        music_probability=0.0,
+        overlap_probability=0.0,
+        backchannel_probability=0.0,
+    )
+    mix, reference, _ = compose_one("pauses", voices, params, np.random.default_rng(1))
+    turns, _ = engine.diarize(mix, SpeakerCount(), CancelToken(), lambda _s: None)
+    assert _speakers(turns) == 2
+    assert _missed(turns, reference, len(mix) / 16000) <= 0.02
+
+
+@pytest.mark.slow  # real models
+def test_pauses_at_the_recordings_own_background_stay_out(engine) -> None:
+    """conv_dev_2's reference leaves out its 0.34-0.4 s pauses, which sit at the recording's
+    background: bridging every same-speaker gap up to 0.5 s doubles its DER (0.015 -> 0.039)."""
+    from benchmarks.audio import score
+
+    audio = read_audio(TESTDATA / "audio" / "conv_dev_2.wav")
+    turns, _ = engine.diarize(audio, SpeakerCount(), CancelToken(), lambda _s: None)
+    segments = [(t.start_s, t.end_s, t.speaker) for t in turns]
+    assert (
+        score(segments, TESTDATA / "audio" / "conv_dev_2.rttm", len(audio) / 16000)["der"] <= 0.021
+    )
+
+
+def test_the_error_breakdown_tells_where_the_missed_speech_lies() -> None:
+    from benchmarks.audio_errors import breakdown
+
+    # a speaks 0-4 s with b's back-channel at 3-3.5 s, then b 5-6 s; the answer starts 0.5 s
+    # late, drops a 1-s pause inside a's turn, ignores the overlap and misses b's turn
+    reference = [(0.0, 4.0, "a"), (3.0, 3.5, "b"), (5.0, 6.0, "b")]
+    answer = [(0.5, 1.5, "x"), (2.5, 4.0, "x")]
+    parts = breakdown(reference, answer, np.zeros(700, dtype=bool))
+    scored = 3.25 + 0.25 + 0.75  # speaker-seconds outside the 0.125-s collars
+    assert parts["onset"] == pytest.approx(0.375 / scored, abs=0.005)
+    assert parts["inside"] == pytest.approx(1.0 / scored, abs=0.005)
+    assert parts["overlap"] == pytest.approx(0.25 / scored, abs=0.005)
+    assert parts["whole_turn"] == pytest.approx(0.75 / scored, abs=0.005)
+    assert parts["offset"] == parts["fa_vad"] == parts["fa_added"] == 0
