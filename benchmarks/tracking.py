@@ -433,7 +433,7 @@ def main() -> None:
     source.add_argument(
         "--set", help="a dev set: its folder or index.json (python -m benchmarks.devsets.clips)"
     )
-    parser.add_argument("--half", choices=("tuning", "checking", "both"), default="both")
+    parser.add_argument("--half", choices=("tuning", "checking", "unseen", "both"), default="both")
     parser.add_argument(
         "--only",
         default="",
