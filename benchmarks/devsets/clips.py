@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -38,6 +39,8 @@ import sysconfig
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from services.common import ffmpeg
 
 #: Bump when the composition changes in a way the specifications do not show.
 VERSION = 2
@@ -371,20 +374,31 @@ def compose_set(out_root: Path | None = None, specs: tuple[ClipSpec, ...] = CLIP
     return index
 
 
-#: Source lengths in seconds (a variant's segments must fit inside them).
-SOURCE_SECONDS = {"hamilton": 10.0, "nature": 24.0, "fades": 10.0, "music": 212.0}
+def source_seconds(paths: dict[str, Path] | None = None) -> dict[str, float]:
+    """Each video source's length in seconds, as ffprobe reads it (a variant's segments must fit
+    inside them)."""
+    paths = paths or sources()
+    return {
+        name: ffmpeg.probe(path).duration_s
+        for name, path in paths.items()
+        if path.suffix.lower() == ".mp4"
+    }
 
 
-def variant(seed: int, specs: tuple[ClipSpec, ...] = CLIPS) -> tuple[ClipSpec, ...]:
+def variant(
+    seed: int, specs: tuple[ClipSpec, ...] = CLIPS, lengths: dict[str, float] | None = None
+) -> tuple[ClipSpec, ...]:
     """The checking half's clips moved by ``seed``: each segment starts elsewhere in its source
     (its length and source kept), synthetic faces enter a few frames earlier or later, at another
-    height, speed and size. Same storage, so the same awkward kinds; new pictures and timings."""
+    height, speed and size. Same storage, so the same awkward kinds; new pictures and timings.
+    ``lengths``: the sources' lengths in seconds (by default :func:`source_seconds`)."""
     rng = random.Random(seed)
+    lengths = lengths if lengths is not None else source_seconds()
 
     def moved(segment: Segment) -> Segment:
-        room = SOURCE_SECONDS[segment.source] - segment.duration_s
+        room = lengths[segment.source] - segment.duration_s
         start = min(max(0.0, segment.start_s + rng.uniform(-3.0, 3.0)), max(0.0, room))
-        return replace(segment, start_s=round(start, 2))
+        return replace(segment, start_s=math.floor(start * 100) / 100)  # never past the end
 
     out = []
     for spec in specs:

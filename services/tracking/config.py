@@ -69,8 +69,10 @@ class TrackingSettings(ServiceSettings):
     refine_landmarks: bool = False
     #: Longest side of the frames the models see (larger videos are downscaled first).
     max_side: int = 960
-    #: Face detection at least every N frames while faces are followed by their landmarks.
-    detect_every: int = 3
+    #: Face detection at least every N frames while faces are followed by their landmarks. 1, as
+    #: MediaPipe's own loop: a face the detector accepts on a single frame is not skipped
+    #: (see ``worker.Cadence``).
+    detect_every: int = 1
     #: While no face has been followed for ``dense_frames`` frames (and from that frame of the
     #: video on), face detection every N frames (and on every cut); a face found so sends the run
     #: back (``rewind_frames``), so faces are reported from where they came. Closer to a face,

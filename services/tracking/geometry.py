@@ -149,6 +149,29 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _iou(*_intersections(a, b))
 
 
+def duplicate_groups(
+    features: np.ndarray, *, max_iou: float = 0.5, max_inside: float = 0.7
+) -> list[list[int]]:
+    """The faces of one frame grouped by the duplicate rule of :func:`suppress_duplicates`: each
+    group is one face, the kept (most confident) index first, then the boxes folded into it."""
+    if len(features) < 2:
+        return [[i] for i in range(len(features))]
+    order = np.argsort(-np.nan_to_num(features[:, 6], nan=0.0), kind="stable")
+    inter, area, other_area = _intersections(features[:, :4], features[:, :4])
+    overlaps = _iou(inter, area, other_area)
+    # Share of each box's area (row) that lies inside each other box (column).
+    contained = np.where(area > 0, inter / np.maximum(area, 1e-9), 0.0) > max_inside
+    same = (overlaps > max_iou) | contained | contained.T
+    groups: list[list[int]] = []
+    for index in order:
+        owner = next((g for g in groups if same[index, g[0]]), None)
+        if owner is None:
+            groups.append([int(index)])
+        else:
+            owner.append(int(index))
+    return groups
+
+
 def suppress_duplicates(
     features: np.ndarray, *, max_iou: float = 0.5, max_inside: float = 0.7
 ) -> np.ndarray:
@@ -156,16 +179,5 @@ def suppress_duplicates(
     than ``max_iou``, or one lies mostly (``max_inside`` of its area) inside the other. The more
     confident face wins. The face graph can follow one face twice when a fresh detection and an
     older landmark region drift apart, or fit a loose oversized mesh around a real face."""
-    if len(features) < 2:
-        return np.arange(len(features))
-    order = np.argsort(-np.nan_to_num(features[:, 6], nan=0.0), kind="stable")
-    inter, area, other_area = _intersections(features[:, :4], features[:, :4])
-    overlaps = _iou(inter, area, other_area)
-    # Share of each box's area (row) that lies inside each other box (column).
-    contained = np.where(area > 0, inter / np.maximum(area, 1e-9), 0.0) > max_inside
-    same = (overlaps > max_iou) | contained | contained.T
-    kept: list[int] = []
-    for index in order:
-        if not any(same[index, other] for other in kept):
-            kept.append(int(index))
-    return np.array(sorted(kept), dtype=np.int64)
+    groups = duplicate_groups(features, max_iou=max_iou, max_inside=max_inside)
+    return np.array(sorted(g[0] for g in groups), dtype=np.int64)

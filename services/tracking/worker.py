@@ -37,8 +37,11 @@ class Cadence:
 
     Attributes:
         detect_every: detection on every frame whose index is a multiple of this while faces are
-            followed (1 = on every frame, like MediaPipe's own face-mesh solution when it has
-            room for more faces).
+            followed. 1 (the default) is MediaPipe's own face-mesh schedule when it has room for
+            more faces: a face that the detector and the landmark model accept on a frame or two
+            only (a profile behind another head, a face flashing past) is otherwise missed
+            whenever those frames fall between detections. Detection is the cheap model (BlazeFace
+            on 128×128); the landmark model runs on every followed face anyway.
         recovery_frames: after a face is lost, detect on every frame for this long, so a face
             that the landmark pass dropped for a frame is picked up again at once.
         cut_threshold: mean absolute difference (0-255) between tiny grey thumbnails of
@@ -61,7 +64,7 @@ class Cadence:
     also covers the frames just before a chunk edge.
     """
 
-    detect_every: int = 3
+    detect_every: int = 1
     recovery_frames: int = 10
     cut_threshold: float = 20.0
     idle_detect_every: int = 6

@@ -14,6 +14,7 @@ import pytest
 from benchmarks.devsets.clips import ClipSpec, Mover, Segment, compose_clip
 from benchmarks.tracking import compare, naive_loop
 from services.common import ffmpeg
+from services.tracking.config import TrackingSettings, cadence_of
 from services.tracking.geometry import iou_matrix
 from services.tracking.mesh import FaceMesh, MeshOptions
 from services.tracking.worker import Cadence, run_frames
@@ -45,6 +46,17 @@ def clips(tracking_media: Path) -> dict[str, Path]:
             "square",
             (Segment("nature", 9, 2, still=True),),
             movers=(Mover(5, 49, -380.0, 170.0, 9.5, 380),),
+        ),
+        # One face throughout; a second one on frame 20 only (not a multiple of 3 or 6).
+        "flash.mp4": ClipSpec(
+            "flash",
+            "test",
+            "square",
+            (Segment("nature", 9, 1.6, still=True),),
+            movers=(
+                Mover(0, 39, 80.0, 190.0, 0.0, 340),
+                Mover(20, 20, 820.0, 220.0, 0.0, 300, mirrored=True),
+            ),
         ),
     }
     made = {}
@@ -120,7 +132,11 @@ def test_a_sparse_idle_cadence_reports_a_face_from_where_it_came(clips) -> None:
         try:
             result = run_frames(
                 mesh, frames, first_frame=0, preroll=0, out_width=1280, out_height=720,
-                cadence=Cadence(idle_detect_every=every, rewind_frames=8, dense_frames=0),
+                # Every 3rd frame while the face is followed: the count below is about the idle
+                # frames, which are most of the clip only when followed frames detect sparsely too.
+                cadence=Cadence(
+                    idle_detect_every=every, rewind_frames=8, dense_frames=0, detect_every=3
+                ),
                 include_landmarks=False, yuv=True,
             )  # fmt: skip
         finally:
@@ -187,3 +203,23 @@ def test_a_face_entering_just_before_a_chunk_edge_is_reported_from_where_it_came
     assert len(chunk.counts) == end
     assert int(np.flatnonzero(chunk.counts)[0]) == first
     assert chunk.counts[first:].tolist() == every_frame.counts[first:end].tolist()
+
+
+def test_a_face_found_on_a_single_frame_while_another_is_followed_is_kept(clips) -> None:
+    """The naive loop detects on every frame while it follows fewer faces than it may: a face the
+    detector accepts on one frame only is reported there. The service's schedule (as configured)
+    must not skip that frame because another face is being followed."""
+    path = clips["flash.mp4"]
+    _, naive = naive_loop(path, "ffmpeg")
+    assert [len(naive[i]) for i in range(18, 23)] == [1, 1, 2, 1, 1]
+    frames = np.stack(list(ffmpeg.iter_frames(path, 1280, 720, pix_fmt="yuv420p")))
+    mesh = FaceMesh(MeshOptions())
+    try:
+        result = run_frames(
+            mesh, frames, first_frame=0, preroll=0, out_width=1280, out_height=720,
+            cadence=cadence_of(TrackingSettings()), include_landmarks=False, yuv=True,
+        )  # fmt: skip
+    finally:
+        mesh.close()
+    assert result.counts[20] == 2
+    assert not result.cuts.any()  # found by the schedule, not by a cut
