@@ -143,6 +143,16 @@ HARD_CASES = {
         0.15,
         {"noise_probability": 0.0, "music_probability": 1.0, "music_snr_db": (13.0, 13.0)},
     ),
+    # Five clean voices: k-means on the spectral embedding splits the main talker and merges
+    # two others at the true count (4 found, DER 0.10); the average-linkage partition of the
+    # same windows holds five distinct voices (DER 0.0).
+    "five_spectral_split": (
+        [("2414", 1.0), ("2033", 1.0), ("1688", 1.12), ("2609", 1.0), ("1998", 1.0)],
+        6,
+        50.0,
+        0.03,
+        {"noise_probability": 0.0, "music_probability": 0.0},
+    ),
     # Two close voices under a chord bed at 15 dB, like conv_032 of the seed-15 set: the
     # embeddings draw together under the bed (centroid cosine ~0.85) and a fixed 0.83 merged
     # them into one speaker (DER 0.65); the noise-aware threshold keeps them apart.
@@ -234,6 +244,8 @@ def test_the_noisy_threshold_cannot_be_stricter_than_the_clean_one() -> None:
         EmbeddedEngine(clean_snr_db=20.0, noisy_snr_db=25.0)
     with pytest.raises(ValueError, match="bed_edge_percentile"):
         EmbeddedEngine(bed_edge_percentile=120.0)
+    with pytest.raises(ValueError, match="linkage_margin"):
+        EmbeddedEngine(linkage_margin=-0.1)
 
 
 def test_composition_is_deterministic_and_its_reference_fits_the_audio() -> None:
