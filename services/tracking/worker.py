@@ -416,7 +416,11 @@ def run_frames(
             row = int(reference.counts[:own].sum())
             expected = reference.boxes[row : row + int(reference.counts[own])]
             agreeing = agreeing + 1 if boxes_agree(rows[keep][:, :4], expected) else 0
-            if agreeing >= converge_frames:
+            # Agreeing on no face is not enough while this run still remembers a face that the
+            # cold run never saw: it detects on every frame (``Cadence.dense_frames``) where the
+            # cold run, knowing of no face, detects sparsely and may skip a face's only frame.
+            settled = not any(history) or history[-1] > 0
+            if agreeing >= converge_frames and settled:
                 converged = True
                 break
     feature_matrix = np.concatenate(features) if features else np.zeros((0, N_FEATURES), np.float32)

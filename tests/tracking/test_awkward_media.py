@@ -17,7 +17,7 @@ from services.common import ffmpeg
 from services.tracking.config import TrackingSettings, cadence_of
 from services.tracking.geometry import iou_matrix
 from services.tracking.mesh import FaceMesh, MeshOptions
-from services.tracking.worker import Cadence, run_frames
+from services.tracking.worker import Cadence, Reference, Seed, run_frames
 
 TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 
@@ -57,6 +57,14 @@ def clips(tracking_media: Path) -> dict[str, Path]:
                 Mover(0, 39, 80.0, 190.0, 0.0, 340),
                 Mover(20, 20, 820.0, 220.0, 0.0, 300, mirrored=True),
             ),
+        ),
+        # No face but on frame 9.
+        "blink.mp4": ClipSpec(
+            "blink",
+            "test",
+            "square",
+            (Segment("nature", 9, 1.6, still=True),),
+            movers=(Mover(9, 9, 500.0, 200.0, 0.0, 320),),
         ),
     }
     made = {}
@@ -223,3 +231,31 @@ def test_a_face_found_on_a_single_frame_while_another_is_followed_is_kept(clips)
         mesh.close()
     assert result.counts[20] == 2
     assert not result.cuts.any()  # found by the schedule, not by a cut
+
+
+def test_a_repair_run_does_not_stop_on_no_face_while_it_still_detects_densely(clips) -> None:
+    """At a chunk edge just after a face was lost, the sequential schedule detects on every frame
+    (``dense_frames``) while the chunk's cold run, knowing of no face, detects every 6th frame and
+    skips a face seen on one frame only. The seeded re-run agrees with the cold run on "no face"
+    at once, but must not stop there (keeping the cold run's sparse frames after it): it stops
+    once its schedule is the cold run's too."""
+    frames = np.stack(list(ffmpeg.iter_frames(clips["blink.mp4"], 1280, 720, pix_fmt="yuv420p")))
+    options = dict(
+        first_frame=100, preroll=0, out_width=1280, out_height=720, include_landmarks=False,
+        yuv=True, cadence=cadence_of(TrackingSettings()),
+    )  # fmt: skip
+    mesh = FaceMesh(MeshOptions())
+    try:
+        cold = run_frames(mesh, frames, **options)
+        # A face followed until five frames before this chunk's first frame.
+        history = (1,) * 20 + (0,) * 5
+        lost = Seed(np.zeros((0, mesh.options.landmark_count, 3), np.float32), history)
+        seeded = run_frames(
+            mesh, frames, seed=lost, reference=Reference(cold.counts, cold.features[:, :4]),
+            **options,
+        )  # fmt: skip
+    finally:
+        mesh.close()
+    assert (100 + 9) % 6 and cold.counts[9] == 0  # the cold run's sparse detections skip it
+    assert seeded.counts[9] == 1
+    assert seeded.converged and len(seeded.counts) < len(frames)  # and it still stops early
