@@ -20,6 +20,7 @@ import mmap
 import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,16 @@ class Cadence:
             raise ValueError(f"rewind_frames must be >= 0, got {self.rewind_frames}")
         if self.dense_frames < 0:
             raise ValueError(f"dense_frames must be >= 0, got {self.dense_frames}")
+
+    def new_history(self) -> deque[int]:
+        """An empty record of a run's last face counts, as long as the schedule looks back."""
+        return deque(maxlen=max(1, self.recovery_frames, self.dense_frames))
+
+    @staticmethod
+    def recovering(history: Sequence[int]) -> bool:
+        """The run follows no face now but remembers one (within ``dense_frames``): it detects on
+        every frame, where a run that never saw that face detects sparsely."""
+        return bool(history) and history[-1] == 0 and any(history)
 
 
 @dataclass(frozen=True)
@@ -297,7 +308,7 @@ def run_frames(
 
     mesh.reset(seedable=seed is not None)
     thumbnails = _Thumbnails()
-    history: deque[int] = deque(maxlen=max(1, cadence.recovery_frames, cadence.dense_frames))
+    history = cadence.new_history()
     start = 0
     if seed is not None:
         start = preroll
@@ -348,7 +359,7 @@ def run_frames(
             if idle:
                 # Sparse only far from faces: a face lately (or the video's start) makes more
                 # likely, and the detector may catch a face on one frame only.
-                sparse = frame_index >= cadence.dense_frames and not any(history)
+                sparse = frame_index >= cadence.dense_frames and not cadence.recovering(history)
                 every = cadence.idle_detect_every if sparse else 1
                 detect = (
                     (index == start and seed is None)
@@ -416,11 +427,9 @@ def run_frames(
             row = int(reference.counts[:own].sum())
             expected = reference.boxes[row : row + int(reference.counts[own])]
             agreeing = agreeing + 1 if boxes_agree(rows[keep][:, :4], expected) else 0
-            # Agreeing on no face is not enough while this run still remembers a face that the
-            # cold run never saw: it detects on every frame (``Cadence.dense_frames``) where the
-            # cold run, knowing of no face, detects sparsely and may skip a face's only frame.
-            settled = not any(history) or history[-1] > 0
-            if agreeing >= converge_frames and settled:
+            # Agreeing on no face is not enough while this run is still recovering a face that
+            # the cold run never saw: the cold run may have skipped a face's only frame.
+            if agreeing >= converge_frames and not cadence.recovering(history):
                 converged = True
                 break
     feature_matrix = np.concatenate(features) if features else np.zeros((0, N_FEATURES), np.float32)
