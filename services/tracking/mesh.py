@@ -355,6 +355,10 @@ class FaceMesh:
         }
         self._timestamp = 0
         self._followed = 0  # faces the graph follows into the next frame
+        #: Faces the landmark model looked at on the last frame and rejected (presence below the
+        #: threshold): on a detection frame that followed nothing, the detector's proposals that
+        #: are no face to it (yet).
+        self.rejected = 0
         self._graph.start_run(self._side_packets)
 
     def _keep(self, stream: str):  # type: ignore[no-untyped-def]
@@ -428,9 +432,6 @@ class FaceMesh:
         packet = self._outputs.get("multi_face_landmarks")
         faces = [] if packet is None or packet.is_empty() else self._getter.get_proto_list(packet)
         self._followed = len(faces)
-        if not faces:
-            return np.zeros((0, n_points, 3), np.float32), np.zeros((0,), np.float32)
-        landmarks = np.stack([_landmark_array(face) for face in faces])
         score_packet = self._outputs.get("presence_scores")
         all_scores = (
             []
@@ -439,6 +440,10 @@ class FaceMesh:
         )
         # Faces below the presence threshold give a score but no landmarks; the rest keep order.
         kept = [s for s in all_scores if s >= self.options.min_presence_confidence]
+        self.rejected = len(all_scores) - len(kept)
+        if not faces:
+            return np.zeros((0, n_points, 3), np.float32), np.zeros((0,), np.float32)
+        landmarks = np.stack([_landmark_array(face) for face in faces])
         if len(kept) != len(faces):
             kept = [float("nan")] * len(faces)
         return landmarks, np.asarray(kept, dtype=np.float32)

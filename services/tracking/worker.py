@@ -56,6 +56,12 @@ class Cadence:
             that frame's faces without running the models.
 
         rewind_frames: how far back a face found by an idle detection sends the run.
+        wake_on_proposals: an idle detection whose detector proposal the landmark model rejects
+            (a face too small, turned or hidden for it on that frame) counts, for this schedule,
+            as a face found there: the run rewinds and detects on the skipped frames, and the
+            frames after it detect on every frame, as after a lost face. The landmark model may
+            accept that face on one of those frames only (and then follow it by its landmarks,
+            where a fresh detection's region does not do).
 
     A face found by an idle detection after skipped frames sends the run back ``rewind_frames``
     (at least to the first skipped frame), which then detects on every frame until it finds the
@@ -72,6 +78,7 @@ class Cadence:
     reuse_duplicates: bool = True
     rewind_frames: int = 8
     dense_frames: int = 25
+    wake_on_proposals: bool = False
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
@@ -380,17 +387,22 @@ def run_frames(
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
+            # The detector saw a face that the landmark model rejects (Cadence.wake_on_proposals).
+            proposal = (
+                cadence.wake_on_proposals and idle and detect and not len(landmarks)
+                and mesh.rejected > 0
+            )  # fmt: skip
             if (
                 detect
                 and idle
-                and len(landmarks)
+                and (len(landmarks) or proposal)
                 and index > last_detection + 1
                 and index > rewind_to  # once per appearance (repeated frames skip detection)
             ):
-                # A face appeared at a sparse idle detection: it may have been on screen (and
-                # detectable) on the frames skipped since the last one, or even before (the
-                # detector is unsure of a face coming on screen). Forget it, go back
-                # ``rewind_frames`` and detect on every frame up to this one.
+                # A face (or a proposal) appeared at a sparse idle detection: it may have been on
+                # screen (and detectable, or accepted) on the frames skipped since the last one,
+                # or even before (the detector is unsure of a face coming on screen). Forget it,
+                # go back ``rewind_frames`` and detect on every frame up to this one.
                 mesh.reset()
                 rewind_from = max(
                     start if seed is None else start + 1,
@@ -410,7 +422,7 @@ def run_frames(
                 continue
             if detect:
                 last_detection = index
-            history.append(len(landmarks))
+            history.append(1 if proposal else len(landmarks))
         if index < preroll:
             if index == preroll - 1:
                 boundary = extent(landmarks, out_width, out_height)

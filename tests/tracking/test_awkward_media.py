@@ -58,6 +58,11 @@ def clips(tracking_media: Path) -> dict[str, Path]:
                 Mover(20, 20, 820.0, 220.0, 0.0, 300, mirrored=True),
             ),
         ),
+        # A small face behind a microphone that the landmark model accepts on one frame or two
+        # of a continuous shot only, while the detector proposes it on almost every frame.
+        "microphone.mp4": ClipSpec(
+            "microphone", "test", "pillarboxed", (Segment("music", 141.52, 2),)
+        ),
         # No face but on frame 9.
         "blink.mp4": ClipSpec(
             "blink",
@@ -259,3 +264,29 @@ def test_a_repair_run_does_not_stop_on_no_face_while_it_still_detects_densely(cl
     assert (100 + 9) % 6 and cold.counts[9] == 0  # the cold run's sparse detections skip it
     assert seeded.counts[9] == 1
     assert seeded.converged and len(seeded.counts) < len(frames)  # and it still stops early
+
+
+def test_a_rejected_proposal_wakes_the_idle_schedule(clips) -> None:
+    """Far from faces the schedule detects every 6th frame. Here the detector proposes a face on
+    nearly every frame, which the landmark model rejects but on one frame: skipped by most
+    phases of the sparse schedule, unless a rejected proposal makes the next frames detect."""
+    frames = np.stack(
+        list(ffmpeg.iter_frames(clips["microphone.mp4"], 960, 540, pix_fmt="yuv420p"))
+    )
+    options = dict(preroll=0, out_width=960, out_height=540, include_landmarks=False, yuv=True)
+    found: dict[bool, list[list[int]]] = {False: [], True: []}
+    mesh = FaceMesh(MeshOptions())
+    try:
+        for wake in (False, True):
+            for phase in range(6):
+                result = run_frames(
+                    mesh, frames, first_frame=100 + phase,
+                    cadence=Cadence(wake_on_proposals=wake), **options,
+                )  # fmt: skip
+                found[wake].append(np.flatnonzero(result.counts).tolist())
+    finally:
+        mesh.close()
+    face_frames = {frame for frames_found in found[True] for frame in frames_found}
+    assert face_frames and max(face_frames) - min(face_frames) <= 3  # a flash
+    assert all(frames_found for frames_found in found[True])  # every phase finds it
+    assert sum(not frames_found for frames_found in found[False]) >= 3  # most phases skip it
