@@ -355,10 +355,6 @@ class FaceMesh:
         }
         self._timestamp = 0
         self._followed = 0  # faces the graph follows into the next frame
-        #: Faces the landmark model looked at on the last frame and rejected (presence below the
-        #: threshold): on a detection frame that followed nothing, the detector's proposals that
-        #: are no face to it (yet).
-        self.rejected = 0
         self._graph.start_run(self._side_packets)
 
     def _keep(self, stream: str):  # type: ignore[no-untyped-def]
@@ -387,6 +383,19 @@ class FaceMesh:
 
     def close(self) -> None:
         self._graph.close()
+
+    def _presence_scores(self) -> list[float]:
+        """The last frame's presence score of every face the landmark model looked at."""
+        packet = self._outputs.get("presence_scores")
+        return [] if packet is None or packet.is_empty() else self._getter.get_float_list(packet)
+
+    @property
+    def rejected(self) -> int:
+        """Faces the landmark model looked at on the last frame and rejected (presence below the
+        threshold): on a detection frame that followed nothing, the detector's proposals that are
+        no face to it (yet). Read on demand, off the per-frame path."""
+        threshold = self.options.min_presence_confidence
+        return sum(score < threshold for score in self._presence_scores())
 
     def process(
         self, frame: np.ndarray, *, detect: bool, seeds: np.ndarray | None = None
@@ -432,18 +441,11 @@ class FaceMesh:
         packet = self._outputs.get("multi_face_landmarks")
         faces = [] if packet is None or packet.is_empty() else self._getter.get_proto_list(packet)
         self._followed = len(faces)
-        score_packet = self._outputs.get("presence_scores")
-        all_scores = (
-            []
-            if score_packet is None or score_packet.is_empty()
-            else self._getter.get_float_list(score_packet)
-        )
-        # Faces below the presence threshold give a score but no landmarks; the rest keep order.
-        kept = [s for s in all_scores if s >= self.options.min_presence_confidence]
-        self.rejected = len(all_scores) - len(kept)
         if not faces:
             return np.zeros((0, n_points, 3), np.float32), np.zeros((0,), np.float32)
         landmarks = np.stack([_landmark_array(face) for face in faces])
+        # Faces below the presence threshold give a score but no landmarks; the rest keep order.
+        kept = [s for s in self._presence_scores() if s >= self.options.min_presence_confidence]
         if len(kept) != len(faces):
             kept = [float("nan")] * len(faces)
         return landmarks, np.asarray(kept, dtype=np.float32)

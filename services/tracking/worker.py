@@ -98,8 +98,8 @@ class Cadence:
 
     @staticmethod
     def recovering(history: Sequence[int]) -> bool:
-        """The run follows no face now but remembers one (within ``dense_frames``): it detects on
-        every frame, where a run that never saw that face detects sparsely."""
+        """The run follows no face now but remembers one (within the history's length): it
+        detects on every frame, where a run that never saw that face detects sparsely."""
         return bool(history) and history[-1] == 0 and any(history)
 
 
