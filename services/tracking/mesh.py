@@ -190,20 +190,34 @@ class MeshOptions:
         min_presence_confidence: landmark-model face-presence score a face needs to be kept (and
             to keep being followed between detections).
         refine_landmarks: 478 refined points (lips, eyes, irises) instead of 468; slower.
+        near_detection_confidence: when set (below ``min_detection_confidence``), the detector's
+            candidates scoring at least this are counted too (:attr:`FaceMesh.near_misses`), on
+            the side: what the graph detects and follows is unchanged.
     """
 
     max_faces: int = 5
     min_detection_confidence: float = 0.5
     min_presence_confidence: float = 0.4
     refine_landmarks: bool = False
+    near_detection_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_faces <= MAX_FACES:
             raise ValueError(f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
-        for name in ("min_detection_confidence", "min_presence_confidence"):
+        for name in (
+            "min_detection_confidence",
+            "min_presence_confidence",
+            "near_detection_confidence",
+        ):
             value = getattr(self, name)
-            if not 0.0 < value < 1.0:
+            if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
+        near = self.near_detection_confidence
+        if near is not None and near >= self.min_detection_confidence:
+            raise ValueError(
+                "near_detection_confidence must be below min_detection_confidence "
+                f"({near} >= {self.min_detection_confidence})"
+            )
 
     @property
     def landmark_count(self) -> int:
@@ -246,6 +260,32 @@ def _check_seed_path(config) -> None:  # type: ignore[no-untyped-def]
             raise RuntimeError(
                 f"the face graph's {name} changed; the seed path no longer matches it"
             )
+
+
+_NEAR_STREAM = "near_detections"
+
+
+def _add_near_detections(config, threshold: float) -> None:  # type: ignore[no-untyped-def]
+    """A second reading of the detector's output tensors at a lower score threshold, as a graph
+    output of its own: a copy of the detector's ``TensorsToDetectionsCalculator`` (same anchors,
+    same decoding) whose detections go nowhere else."""
+    from mediapipe.calculators.tensor import tensors_to_detections_calculator_pb2
+
+    stock = next((n for n in config.node if n.name == _DETECTION_SCORE_NODE), None)
+    if stock is None:
+        raise RuntimeError("the face graph has no detection decoder (mediapipe version changed?)")
+    near = config.node.add()
+    near.CopyFrom(stock)
+    near.name = f"{_DETECTION_SCORE_NODE}__near"
+    del near.output_stream[:]
+    near.output_stream.append(f"DETECTIONS:{_NEAR_STREAM}")
+    _set_options(
+        config,
+        near.name,
+        tensors_to_detections_calculator_pb2.TensorsToDetectionsCalculatorOptions,
+        min_score_thresh=threshold,
+    )
+    config.output_stream.append(_NEAR_STREAM)
 
 
 def _seed_detection(landmarks: np.ndarray):  # type: ignore[no-untyped-def]
@@ -336,6 +376,8 @@ class FaceMesh:
             thresholding_calculator_pb2.ThresholdingCalculatorOptions,
             threshold=options.min_presence_confidence,
         )
+        if options.near_detection_confidence is not None:
+            _add_near_detections(config, options.near_detection_confidence)
         # Collect every followed face's presence score next to its landmarks.
         scores = config.node.add()
         scores.calculator = "EndLoopFloatCalculator"
@@ -347,8 +389,9 @@ class FaceMesh:
 
         self._graph = calculator_graph.CalculatorGraph(graph_config=config)
         self._outputs: dict[str, object] = {}
-        for stream in ("multi_face_landmarks", "presence_scores"):
-            self._graph.observe_output_stream(stream, self._keep(stream), True)
+        for stream in config.output_stream:  # TAG:name or name
+            name = stream.split(":")[-1]
+            self._graph.observe_output_stream(name, self._keep(name), True)
         self._side_packets = {
             "num_faces": packet_creator.create_int(options.max_faces),
             "with_attention": packet_creator.create_bool(options.refine_landmarks),
@@ -388,6 +431,16 @@ class FaceMesh:
         """The last frame's presence score of every face the landmark model looked at."""
         packet = self._outputs.get("presence_scores")
         return [] if packet is None or packet.is_empty() else self._getter.get_float_list(packet)
+
+    @property
+    def near_misses(self) -> int:
+        """The detector's candidates on the last frame scoring at least
+        ``near_detection_confidence`` (before non-maximum suppression; 0 when that is unset or
+        the frame ran no detection). Read on demand, off the per-frame path."""
+        packet = self._outputs.get(_NEAR_STREAM)
+        if packet is None or packet.is_empty():
+            return 0
+        return len(self._getter.get_proto_list(packet))
 
     @property
     def rejected(self) -> int:

@@ -98,6 +98,7 @@ class TrackingOptions:
         workers: worker processes for this video.
         batch_frames: frames per yielded batch.
         max_side: longest side of the processing frames (larger videos are downscaled).
+        native_max_side: videos whose longest side is at most this keep their own size.
         chunk_frames: most own frames per chunk (fewer for large frames, see ``buffer_mb``).
         chunks_per_worker: on short videos, smaller chunks so that each pool worker gets about
             this many (load balance); 0 keeps ``chunk_frames``.
@@ -113,6 +114,7 @@ class TrackingOptions:
     workers: int = 1
     batch_frames: int = 50
     max_side: int = 960
+    native_max_side: int = 0
     chunk_frames: int = 96
     chunks_per_worker: int = 2
     overlap_frames: int = 4
@@ -129,10 +131,14 @@ class TrackingOptions:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-def processing_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The decode size: the original, or scaled down (never up) so that its longest side fits
-    ``max_side``; even numbers (the I420 frames the workers get need them)."""
-    scale = min(1.0, max_side / max(width, height))
+def processing_size(
+    width: int, height: int, max_side: int, native_max_side: int = 0
+) -> tuple[int, int]:
+    """The decode size: the original when its longest side is at most ``native_max_side`` or
+    ``max_side``, else scaled down so that its longest side fits ``max_side``; even numbers (the
+    I420 frames the workers get need them)."""
+    longest = max(width, height)
+    scale = 1.0 if longest <= native_max_side else min(1.0, max_side / longest)
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
@@ -241,7 +247,7 @@ def _track(
     token: CancelToken,
 ) -> Iterator[Event]:
     width, height = shape.width, shape.height
-    proc_w, proc_h = processing_size(width, height, options.max_side)
+    proc_w, proc_h = processing_size(width, height, options.max_side, options.native_max_side)
     frame_bytes = proc_w * proc_h * 3 // 2  # I420
     workers = max(1, min(options.workers, pool.size))
     # The chunking depends on the video and the pool, never on the request's worker count, so

@@ -15,7 +15,12 @@ from services.common.errors import InvalidArgument
 from services.common.media import MediaRoot
 from services.common.readiness import WarmUp
 from services.common.rpc import cancel_token, mapped_errors, progress
-from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
+from services.tracking.config import (
+    TrackingSettings,
+    mesh_options_of,
+    near_miss_threshold,
+    tracking_options_of,
+)
 from services.tracking.mesh import MAX_FACES
 from services.tracking.pipeline import (
     Event,
@@ -75,10 +80,12 @@ class TrackingServicer(WarmUp, tracking_pb2_grpc.TrackingServiceServicer):
             raise InvalidArgument(
                 f"batch_frames must be between 1 and {MAX_BATCH_FRAMES}, got {request.batch_frames}"
             )
+        confidence = round(float(confidence), 4)
         mesh = replace(
             self._default_mesh,
             max_faces=max_faces,
-            min_detection_confidence=round(float(confidence), 4),
+            min_detection_confidence=confidence,
+            near_detection_confidence=near_miss_threshold(self._settings, confidence),
         )
         return tracking_options_of(
             settings,

@@ -55,7 +55,11 @@ class Cadence:
         reuse_duplicates: a frame identical to the one before (a repeated or padded frame) gets
             that frame's faces without running the models.
 
-        rewind_frames: how far back a face found by an idle detection sends the run.
+        rewind_frames: how far back a face found by an idle detection (or a near miss of the
+            detector there, see ``mesh.MeshOptions.near_detection_confidence``) sends the run;
+            after a near miss alone the run also detects on every frame up to the next idle
+            detection, since the detector may accept that face on one frame only, before or
+            after the near miss.
         wake_on_proposals: an idle detection whose detector proposal the landmark model rejects
             (a face too small, turned or hidden for it on that frame) counts, for this schedule,
             as a face found there: the run rewinds and detects on the skipped frames, and the
@@ -387,22 +391,25 @@ def run_frames(
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
-            # The detector saw a face that the landmark model rejects (Cadence.wake_on_proposals).
-            proposal = (
-                cadence.wake_on_proposals and idle and detect and not len(landmarks)
-                and mesh.rejected > 0
-            )  # fmt: skip
+            # An idle detection that kept no face may still have seen something: a candidate
+            # scoring just under the detection threshold (a near miss), or a proposal that the
+            # landmark model rejected (Cadence.wake_on_proposals).
+            empty_look = idle and detect and not len(landmarks)
+            near_miss = empty_look and mesh.near_misses > 0
+            proposal = empty_look and cadence.wake_on_proposals and mesh.rejected > 0
             if (
                 detect
                 and idle
-                and (len(landmarks) or proposal)
+                and (len(landmarks) or proposal or near_miss)
                 and index > last_detection + 1
                 and index > rewind_to  # once per appearance (repeated frames skip detection)
             ):
-                # A face (or a proposal) appeared at a sparse idle detection: it may have been on
-                # screen (and detectable, or accepted) on the frames skipped since the last one,
-                # or even before (the detector is unsure of a face coming on screen). Forget it,
-                # go back ``rewind_frames`` and detect on every frame up to this one.
+                # A face (or a sign of one) appeared at a sparse idle detection: it may have been
+                # on screen (and detectable, or accepted) on the frames skipped since the last
+                # one, or even before (the detector is unsure of a face coming on screen). Forget
+                # it, go back ``rewind_frames`` and detect on every frame up to this one; after a
+                # near miss alone, on to the next idle detection too (the detector may accept
+                # that face on a single frame, before or after this one).
                 mesh.reset()
                 rewind_from = max(
                     start if seed is None else start + 1,
@@ -417,7 +424,8 @@ def run_frames(
                     if include_landmarks:
                         del points[-drop:]
                 landmarks, scores = landmarks[:0], scores[:0]
-                last_detection, rewind_to, agreeing = rewind_from - 1, index, 0
+                closer = cadence.idle_detect_every - 1 if near_miss and not proposal else 0
+                last_detection, rewind_to, agreeing = rewind_from - 1, index + closer, 0
                 index = rewind_from - 1
                 continue
             if detect:

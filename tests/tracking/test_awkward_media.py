@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.devsets.clips import ClipSpec, Mover, Segment, compose_clip
+from benchmarks.devsets.clips import ClipSpec, Inset, Mover, Segment, compose_clip
 from benchmarks.tracking import compare, naive_loop
 from services.common import ffmpeg
 from services.tracking.config import TrackingSettings, cadence_of
@@ -62,6 +62,16 @@ def clips(tracking_media: Path) -> dict[str, Path]:
         # of a continuous shot only, while the detector proposes it on almost every frame.
         "microphone.mp4": ClipSpec(
             "microphone", "test", "pillarboxed", (Segment("music", 141.52, 2),)
+        ),
+        # Blurred singers' faces, half size, inset over another picture (the dev set's
+        # small-faces-inset kind): from frame 29 MediaPipe's own loop follows a face that the
+        # detector accepts on few frames only.
+        "inset.mp4": ClipSpec(
+            "inset",
+            "test",
+            "square",
+            (Segment("music", 146.0, 2),),
+            inset=Inset((Segment("fades", 0.0, 2),), 0.5, 40, 330),
         ),
         # No face but on frame 9.
         "blink.mp4": ClipSpec(
@@ -290,3 +300,37 @@ def test_a_rejected_proposal_wakes_the_idle_schedule(clips) -> None:
     assert face_frames and max(face_frames) - min(face_frames) <= 3  # a flash
     assert all(frames_found for frames_found in found[True])  # every phase finds it
     assert sum(not frames_found for frames_found in found[False]) >= 3  # most phases skip it
+
+
+def test_a_near_miss_of_the_detector_wakes_the_idle_schedule(clips) -> None:
+    """A face the detector accepts on few frames, then followed by its landmarks: the sparse idle
+    schedule skips those frames in some phases and reports the face late. A candidate scoring
+    just under the detection threshold at an idle detection sends the run back to detect on
+    every frame, and every phase reports the face where MediaPipe's own loop (which detects on
+    every frame) does."""
+    frames = np.stack(list(ffmpeg.iter_frames(clips["inset.mp4"], 1280, 720, pix_fmt="yuv420p")))
+    _, naive = naive_loop(clips["inset.mp4"], "ffmpeg")
+    options = dict(preroll=0, out_width=1280, out_height=720, include_landmarks=False, yuv=True)
+    recall: dict[float | None, list[float]] = {None: [], 0.4: []}
+    for near in recall:
+        mesh = FaceMesh(MeshOptions(near_detection_confidence=near))
+        try:
+            for phase in range(6):
+                # Far from the video's start, so that the idle schedule is sparse.
+                first = 100 + phase
+                result = run_frames(
+                    mesh, frames, first_frame=first,
+                    cadence=Cadence(), **options,
+                )  # fmt: skip
+                faces, row = {}, 0
+                for offset, count in enumerate(result.counts.tolist()):
+                    boxes = result.features[row : row + count, :4]
+                    faces[first + offset] = [("face", box) for box in boxes]
+                    row += count
+                shifted = {first + index: boxes for index, boxes in naive.items()}
+                recall[near].append(compare(shifted, faces)[0])
+        finally:
+            mesh.close()
+    assert sum(len(boxes) for boxes in naive.values()) >= 10  # the case is there
+    assert min(recall[0.4]) >= 0.98
+    assert sum(r < 0.98 for r in recall[None]) >= 2  # without: phases that start it late

@@ -14,6 +14,14 @@ def test_processing_size_only_ever_shrinks_and_keeps_the_aspect() -> None:
     assert processing_size(4000, 3000, 960) == (960, 720)
 
 
+def test_videos_up_to_the_native_size_keep_their_pixels() -> None:
+    assert processing_size(1280, 720, 960, 1280) == (1280, 720)
+    assert processing_size(720, 1280, 960, 1280) == (720, 1280)  # rotated
+    assert processing_size(1024, 576, 960, 1280) == (1024, 576)  # anamorphic PAL, displayed
+    assert processing_size(1282, 720, 960, 1280) == (960, 540)  # larger: down to max_side
+    assert processing_size(1920, 1080, 960, 1280) == (960, 540)
+
+
 def test_overlay_frame_lists() -> None:
     assert parse_frames("3,1-2,10-20:5", 100) == [1, 2, 3, 10, 15, 20]
     assert parse_frames("95-105", 100) == [95, 96, 97, 98, 99]

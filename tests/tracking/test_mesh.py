@@ -64,6 +64,31 @@ def test_detecting_on_every_frame_matches_mediapipe_face_mesh(mesh, frames) -> N
                 np.testing.assert_array_equal(face, expected)
 
 
+def test_near_misses_are_counted_beside_an_unchanged_graph(mesh, frames) -> None:
+    """The lower-threshold reading of the detector is a side output: the faces are the same to
+    the bit, and a frame with a face has candidates at the lower threshold, a blank one none."""
+    mesh.reset(seedable=True)
+    plain = _run(mesh, frames[:20])
+    near = FaceMesh(MeshOptions(min_presence_confidence=0.5, near_detection_confidence=0.3))
+    try:
+        counted = []
+        for i, frame in enumerate(frames[:20]):
+            landmarks, _ = near.process(frame, detect=True)
+            np.testing.assert_array_equal(landmarks, plain[i])
+            counted.append(near.near_misses)
+        with_faces = [count for count, faces in zip(counted, plain, strict=True) if len(faces)]
+        assert with_faces and min(with_faces) >= 1
+        near.process(np.zeros_like(frames[0]), detect=True)
+        assert near.near_misses == 0
+        near.process(frames[0], detect=False)  # no detection: nothing to count
+        assert near.near_misses == 0
+    finally:
+        near.close()
+    assert mesh.near_misses == 0  # not asked for
+    with pytest.raises(ValueError, match="below min_detection_confidence"):
+        MeshOptions(near_detection_confidence=0.5)
+
+
 def test_a_seeded_graph_continues_another_run_exactly(mesh, frames) -> None:
     mesh.reset(seedable=True)
     whole = _run(mesh, frames)

@@ -231,6 +231,15 @@ async def test_bad_request_values_are_invalid_arguments(tracking_stub, run_track
     assert next(iter(fields)) in info.value.details()
 
 
+async def test_a_detection_threshold_below_the_near_miss_score_is_served(
+    tracking_stub, run_track
+) -> None:
+    """A request's lower detection threshold leaves no room for near misses under it: they are
+    off for that request, which runs as asked."""
+    _, frames, summary = await run_track(tracking_stub, "obama.jpg", min_detection_confidence=0.3)
+    assert summary.frame_count == 1 and len(frames[0].faces) == 1
+
+
 async def test_cancelling_stops_the_workers_and_the_decoder(
     tracking_server, tracking_stub, run_track, ffmpeg_children
 ) -> None:
