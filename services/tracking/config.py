@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
@@ -74,7 +75,7 @@ class TrackingSettings(ServiceSettings):
     #: so a face the detector accepts there only just is not lost to resampling. Larger videos
     #: are scaled to ``max_side`` (at 1280 or 1920, 1080p clips cost speed and moved their misses
     #: rather than losing them).
-    native_max_side: int = 1280
+    native_max_side: int = Field(default=1280, ge=0)
     #: Face detection at least every N frames while faces are followed by their landmarks. 1, as
     #: MediaPipe's own loop: a face the detector accepts on a single frame is not skipped
     #: (see ``worker.Cadence``).
@@ -102,7 +103,7 @@ class TrackingSettings(ServiceSettings):
     #: that face on one frame only, which the sparse schedule would skip. 0 turns it off.
     #: Chosen on the dev set's tuning pools (0.3 found no more; 0.45 with an idle cadence of 8
     #: missed more on unseen variants); costs about a fifth more detection frames.
-    near_detection_confidence: float = 0.4
+    near_detection_confidence: float = Field(default=0.4, ge=0.0, lt=1.0)
     #: A frame identical to the previous one reuses its faces.
     reuse_duplicates: bool = True
     #: Grey-thumbnail difference (0-255) that counts as a cut and forces detection.
@@ -138,12 +139,6 @@ def cadence_of(settings: TrackingSettings) -> Cadence:
     )
 
 
-def near_miss_threshold(settings: TrackingSettings, detection: float) -> float | None:
-    """The near-miss score for a detection threshold: none when it is off or not below it."""
-    near = settings.near_detection_confidence
-    return near if 0 < near < detection else None
-
-
 def mesh_options_of(settings: TrackingSettings) -> MeshOptions:
     """The face graph the settings describe (the one every worker builds at start)."""
     return MeshOptions(
@@ -151,7 +146,7 @@ def mesh_options_of(settings: TrackingSettings) -> MeshOptions:
         min_detection_confidence=settings.min_detection_confidence,
         min_presence_confidence=settings.min_presence_confidence,
         refine_landmarks=settings.refine_landmarks,
-        near_detection_confidence=near_miss_threshold(settings, settings.min_detection_confidence),
+        near_detection_confidence=settings.near_detection_confidence or None,
     )
 
 

@@ -15,12 +15,7 @@ from services.common.errors import InvalidArgument
 from services.common.media import MediaRoot
 from services.common.readiness import WarmUp
 from services.common.rpc import cancel_token, mapped_errors, progress
-from services.tracking.config import (
-    TrackingSettings,
-    mesh_options_of,
-    near_miss_threshold,
-    tracking_options_of,
-)
+from services.tracking.config import TrackingSettings, mesh_options_of, tracking_options_of
 from services.tracking.mesh import MAX_FACES
 from services.tracking.pipeline import (
     Event,
@@ -81,11 +76,14 @@ class TrackingServicer(WarmUp, tracking_pb2_grpc.TrackingServiceServicer):
                 f"batch_frames must be between 1 and {MAX_BATCH_FRAMES}, got {request.batch_frames}"
             )
         confidence = round(float(confidence), 4)
+        # A near miss scores just under the detection threshold: a request's lower threshold
+        # leaves none under it, so that request runs without.
+        near = self._default_mesh.near_detection_confidence
         mesh = replace(
             self._default_mesh,
             max_faces=max_faces,
             min_detection_confidence=confidence,
-            near_detection_confidence=near_miss_threshold(self._settings, confidence),
+            near_detection_confidence=near if near is not None and near < confidence else None,
         )
         return tracking_options_of(
             settings,

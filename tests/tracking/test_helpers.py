@@ -1,7 +1,11 @@
-"""Small pure helpers: the decode size, the overlay's frame lists and colours."""
+"""Small pure helpers: the decode size, settings checks, the overlay's frame lists and colours."""
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from services.tracking.config import TrackingSettings, mesh_options_of
 from services.tracking.overlay import colour, parse_frames
 from services.tracking.pipeline import processing_size
 
@@ -20,6 +24,18 @@ def test_videos_up_to_the_native_size_keep_their_pixels() -> None:
     assert processing_size(1024, 576, 960, 1280) == (1024, 576)  # anamorphic PAL, displayed
     assert processing_size(1282, 720, 960, 1280) == (960, 540)  # larger: down to max_side
     assert processing_size(1920, 1080, 960, 1280) == (960, 540)
+
+
+def test_bad_near_miss_settings_stop_the_start_with_a_clear_error() -> None:
+    for value in (-0.1, 1.5):
+        with pytest.raises(ValidationError, match="near_detection_confidence"):
+            TrackingSettings(near_detection_confidence=value)
+    with pytest.raises(ValueError, match="below min_detection_confidence"):
+        mesh_options_of(TrackingSettings(near_detection_confidence=0.6))
+    off = mesh_options_of(TrackingSettings(near_detection_confidence=0))
+    assert off.near_detection_confidence is None
+    with pytest.raises(ValidationError, match="native_max_side"):
+        TrackingSettings(native_max_side=-1)
 
 
 def test_overlay_frame_lists() -> None:
