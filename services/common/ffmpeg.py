@@ -8,6 +8,8 @@ child is killed whenever the reader stops early.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import logging
 import shutil
@@ -198,50 +200,127 @@ class _StderrTail:
         return "\n".join(self.lines)
 
 
-def _read_exactly(stream, size: int) -> bytearray:  # type: ignore[no-untyped-def]
-    """``size`` bytes of ``stream`` (fewer at its end), read straight into one buffer: a frame
-    is megabytes, and joining pipe-sized pieces would copy it once more."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
-    while filled < size:
-        count = stream.readinto(view[filled:])
-        if not count:
-            del view
-            return buffer[:filled]
-        filled += count
-    del view
-    return buffer
+#: Pipe capacity asked for (Linux's default most for an unprivileged process): with the default
+#: 64 KiB, ffmpeg blocks a dozen times on every SD frame until the reader catches up, which on
+#: two cores made reading a video take half as long again as decoding it.
+_PIPE_BYTES = 1 << 20
 
 
-def _pipe(
-    cmd: list[str], chunk_bytes: int, token: CancelToken | None, what: str
-) -> Iterator[bytearray]:
-    """Yields fixed-size chunks of ffmpeg's stdout; kills ffmpeg when the consumer stops."""
-    process = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
-    )
-    tail = _StderrTail(process.stderr)
-    finished = False
-    try:
+class FrameReader:
+    """ffmpeg decoding ``path`` to raw frames on a pipe, read one at a time.
+
+    :meth:`read_into` reads the next frame straight into an array of the caller's (shared memory,
+    say: no copy in between); iterating yields each frame as a new array. Use it as a context
+    manager (or call :meth:`close`): ffmpeg is killed when the reader stops early.
+
+    ``pix_fmt`` "yuv420p" gives planar I420 frames, ``(height·3/2)×width`` (the luma plane, then
+    the two quarter-size chroma planes; ``width`` and ``height`` must be even): half the bytes of
+    RGB and no colour conversion in ffmpeg, for a consumer that converts only the frames it
+    needs. ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per
+    core). ``scale_flags`` names swscale's filter; a model that must see exactly its reference's
+    pixels passes the one the reference used.
+
+    A file with no decodable video gives no frames (the caller reports it); a decoder that exits
+    with an error raises :class:`UndecodableMedia` when its output ends.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        *,
+        fps: float | None = None,
+        token: CancelToken | None = None,
+        threads: int = 0,
+        filter_threads: int = 0,
+        pix_fmt: str = "rgb24",
+        scale_flags: str = "area",
+    ) -> None:
+        if pix_fmt == "yuv420p":
+            if width % 2 or height % 2:
+                raise ValueError(f"I420 frames need an even size, got {width}x{height}")
+            self.shape: tuple[int, ...] = (height * 3 // 2, width)
+        else:
+            self.shape = (height, width, 3)
+        self.frame_bytes = int(np.prod(self.shape))
+        filters = [f"fps={fps:g}"] if fps else []
+        filters.append(f"scale={width}:{height}:flags={scale_flags}")
+        command = [
+            require_binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
+            *(["-filter_threads", str(filter_threads)] if filter_threads else []),
+            "-threads", str(threads), "-i", str(path), "-map", "0:v:0",
+            "-vf", ",".join(filters), "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
+        ]  # fmt: skip
+        self._what = path.name
+        self._token = token
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            bufsize=0,
+        )  # fmt: skip
+        self._stdout = self._process.stdout
+        with contextlib.suppress(OSError, AttributeError):  # a smaller pipe only costs time
+            fcntl.fcntl(self._stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[union-attr]
+        self._tail = _StderrTail(self._process.stderr)
+        self._closed = False
+
+    def read_into(self, out: npt.NDArray[np.uint8]) -> bool:
+        """Fills ``out`` (C-contiguous uint8 of :attr:`shape`) with the next frame; False once
+        the video has ended (``out`` is then undefined).
+
+        Raises:
+            Cancelled: the token was cancelled.
+            UndecodableMedia: ffmpeg failed.
+        """
+        if self._token is not None and self._token.cancelled:
+            raise Cancelled("cancelled")
+        if self._closed:
+            return False
+        view = out.data.cast("B")
+        if len(view) != self.frame_bytes:
+            raise ValueError(f"a frame is {self.frame_bytes} bytes, the buffer {len(view)}")
+        filled = 0
+        while filled < self.frame_bytes:
+            count = self._stdout.readinto(view[filled:])  # type: ignore[union-attr]
+            if not count:
+                self._finish()
+                return False
+            filled += count
+        return True
+
+    def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
         while True:
-            if token is not None and token.cancelled:
-                raise Cancelled("cancelled")
-            chunk = _read_exactly(process.stdout, chunk_bytes)
-            if len(chunk) < chunk_bytes:
-                break
-            yield chunk
-        finished = True
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        stderr = tail.join()
-        if process.stdout:
-            process.stdout.close()
-    if finished and process.returncode != 0:
-        last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
-        raise UndecodableMedia(f"cannot decode {what}: {last[0]}")
+            frame = np.empty(self.shape, np.uint8)
+            if not self.read_into(frame):
+                return
+            yield frame
+
+    def _finish(self) -> None:
+        """The output ended: ffmpeg's exit status decides whether that was the video's end."""
+        self._process.wait()
+        stderr = self._tail.join()
+        self.close()
+        if self._process.returncode != 0:
+            last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
+            raise UndecodableMedia(f"cannot decode {self._what}: {last[0]}")
+
+    def close(self) -> None:
+        """Stops ffmpeg if it is still running (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._tail.join()
+        if self._stdout is not None:
+            self._stdout.close()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def iter_frames(
@@ -256,40 +335,13 @@ def iter_frames(
     pix_fmt: str = "rgb24",
     scale_flags: str = "area",
 ) -> Iterator[npt.NDArray[np.uint8]]:
-    """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``).
-
-    ``pix_fmt`` "yuv420p" gives planar I420 frames instead, ``(height·3/2)×width`` (the luma
-    plane, then the two quarter-size chroma planes; ``width`` and ``height`` must be even): half
-    the bytes of RGB and no colour conversion in ffmpeg, for a consumer that converts only the
-    frames it needs.
-
-    ``threads`` (decoder) and ``filter_threads`` (scaler): 0 lets ffmpeg choose (one per core).
-
-    ``scale_flags`` names swscale's filter; a model that must see exactly its reference's pixels
-    passes the one the reference used.
-
-    A file with no decodable video is reported by the caller (no frames come out); a decoder that
-    exits with an error raises :class:`UndecodableMedia`.
-    """
-    ffmpeg = require_binary("ffmpeg")
-    filters = []
-    if fps:
-        filters.append(f"fps={fps:g}")
-    filters.append(f"scale={width}:{height}:flags={scale_flags}")
-    cmd = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-        *(["-filter_threads", str(filter_threads)] if filter_threads else []),
-        "-threads", str(threads), "-i", str(path), "-map", "0:v:0", "-vf", ",".join(filters),
-        "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:1",
-    ]  # fmt: skip
-    if pix_fmt == "yuv420p":
-        if width % 2 or height % 2:
-            raise ValueError(f"I420 frames need an even size, got {width}x{height}")
-        shape: tuple[int, ...] = (height * 3 // 2, width)
-    else:
-        shape = (height, width, 3)
-    for chunk in _pipe(cmd, int(np.prod(shape)), token, path.name):
-        yield np.frombuffer(chunk, dtype=np.uint8).reshape(shape)
+    """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``),
+    or I420 ones with ``pix_fmt`` "yuv420p"; the arguments are :class:`FrameReader`'s."""
+    with FrameReader(
+        path, width, height, fps=fps, token=token, threads=threads,
+        filter_threads=filter_threads, pix_fmt=pix_fmt, scale_flags=scale_flags,
+    ) as reader:  # fmt: skip
+        yield from reader
 
 
 def read_audio(

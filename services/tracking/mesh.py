@@ -263,21 +263,31 @@ def _check_seed_path(config) -> None:  # type: ignore[no-untyped-def]
 
 
 _NEAR_STREAM = "near_detections"
+_NEAR_GATE_STREAM = "look_near"
 
 
 def _add_near_detections(config, threshold: float) -> None:  # type: ignore[no-untyped-def]
     """A second reading of the detector's output tensors at a lower score threshold, as a graph
     output of its own: a copy of the detector's ``TensorsToDetectionsCalculator`` (same anchors,
-    same decoding) whose detections go nowhere else."""
+    same decoding) whose detections go nowhere else. It reads only frames whose ``look_near``
+    input is true (decoding every anchor again costs about a tenth of a detection frame)."""
     from mediapipe.calculators.tensor import tensors_to_detections_calculator_pb2
 
     stock = next((n for n in config.node if n.name == _DETECTION_SCORE_NODE), None)
     if stock is None:
         raise RuntimeError("the face graph has no detection decoder (mediapipe version changed?)")
+    (tensors,) = (s.split(":", 1)[1] for s in stock.input_stream if s.startswith("TENSORS:"))
+    gate = config.node.add()
+    gate.calculator = "GateCalculator"
+    gate.name = f"{_DETECTION_SCORE_NODE}__near_gate"
+    gate.input_stream.extend([tensors, f"ALLOW:{_NEAR_GATE_STREAM}"])
+    gate.output_stream.append("near_tensors")
+    config.input_stream.append(_NEAR_GATE_STREAM)
     near = config.node.add()
     near.CopyFrom(stock)
     near.name = f"{_DETECTION_SCORE_NODE}__near"
-    del near.output_stream[:]
+    del near.input_stream[:], near.output_stream[:]
+    near.input_stream.append("TENSORS:near_tensors")
     near.output_stream.append(f"DETECTIONS:{_NEAR_STREAM}")
     _set_options(
         config,
@@ -435,8 +445,9 @@ class FaceMesh:
     @property
     def near_misses(self) -> int:
         """The detector's candidates on the last frame scoring at least
-        ``near_detection_confidence`` (before non-maximum suppression; 0 when that is unset or
-        the frame ran no detection). Read on demand, off the per-frame path."""
+        ``near_detection_confidence`` (before non-maximum suppression; 0 when that is unset, or
+        the frame ran no detection or was not asked to ``look_near``). Read on demand, off the
+        per-frame path."""
         packet = self._outputs.get(_NEAR_STREAM)
         if packet is None or packet.is_empty():
             return 0
@@ -451,7 +462,12 @@ class FaceMesh:
         return sum(score < threshold for score in self._presence_scores())
 
     def process(
-        self, frame: np.ndarray, *, detect: bool, seeds: np.ndarray | None = None
+        self,
+        frame: np.ndarray,
+        *,
+        detect: bool,
+        seeds: np.ndarray | None = None,
+        look_near: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Runs one RGB frame.
 
@@ -459,6 +475,8 @@ class FaceMesh:
             frame: ``H×W×3`` uint8 RGB, C-contiguous.
             detect: run face detection on this frame (else only follow the faces of the last
                 frame by their landmarks).
+            look_near: with ``detect``, also count the detector's near misses
+                (:attr:`near_misses`; only with ``near_detection_confidence`` set).
             seeds: only on the first frame after a reset: ``S×N×3`` normalised landmarks of the
                 faces another run followed on the frame before this one; they are followed from
                 here as if this graph had seen them.
@@ -479,6 +497,10 @@ class FaceMesh:
         self._graph.add_packet_to_input_stream(
             "detect", self._creator.create_bool(detect).at(self._timestamp)
         )
+        if self.options.near_detection_confidence is not None:
+            self._graph.add_packet_to_input_stream(
+                _NEAR_GATE_STREAM, self._creator.create_bool(look_near).at(self._timestamp)
+            )
         if self._timestamp == 1:
             for stream, face in zip(
                 self._seed_streams, seeds if seeds is not None else [], strict=False

@@ -282,7 +282,7 @@ def _track(
     tracker = FaceTracker(max_missed=options.max_missed)
     # Frame-threaded decoding costs more CPU per frame; the workers need the cores more (one
     # decoding thread keeps up with about two workers; the output is the same either way).
-    frames = ffmpeg.iter_frames(
+    decoder = ffmpeg.FrameReader(
         path, proc_w, proc_h, token=token, threads=max(1, workers // 2), pix_fmt="yuv420p"
     )
     batch: list[FrameFaces] = []
@@ -290,7 +290,7 @@ def _track(
     faces_total = 0
     detections = 0
     stats = JobStats()
-    chunks = pool.run(frames, plan, token, stats)
+    chunks = pool.run(decoder.read_into, plan, token, stats)
     try:
         for result in chunks:
             if fps is None:
@@ -314,7 +314,7 @@ def _track(
         # Now, not whenever an exception's traceback lets go of them: stop the workers and
         # release the pool, then kill the decoder.
         chunks.close()
-        frames.close()
+        decoder.close()
     if done == 0:
         _probed_shape(probe.result(), path)  # ffprobe's own complaint, when it has one
         raise UndecodableMedia(f"no frame of {path.name} could be decoded")

@@ -1,11 +1,12 @@
 """A persistent pool of worker processes, each holding its own face graphs.
 
-Frames travel through shared memory, never through pipes: the parent decodes the video once and
-writes consecutive frames into slots of one buffer (an anonymous in-memory file whose descriptor
-each worker receives over its pipe and maps). A slot holds one chunk and, before it, the last
-frames of the previous chunk (the overlap, see :mod:`services.tracking.worker`). A chunk goes to an
-idle worker as soon as its first frame is in; the worker follows the decoder through the slot (a
-small header counts the frames written). Memory is bounded by the slots: ``workers + 1``.
+Frames travel through shared memory, never through pipes: the parent decodes the video once,
+reading ffmpeg's output straight into consecutive frames of slots of one buffer (an anonymous
+in-memory file whose descriptor each worker receives over its pipe and maps). A slot holds one
+chunk and, before it, the last frames of the previous chunk (the overlap, see
+:mod:`services.tracking.worker`). A chunk goes to an idle worker as soon as its first frame is
+in; the worker follows the decoder through the slot (a small header counts the frames written).
+Memory is bounded by the slots: ``workers + 1``.
 
 Results come back out of order and are handed on in order. A chunk's result becomes final once the
 chunk before it is final: if the chunk started on the faces the previous one was following (and
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recv_handle, send_handle
@@ -387,7 +388,7 @@ class WorkerPool:
 
     def run(
         self,
-        frames: Iterator[np.ndarray],
+        read_frame: Callable[[np.ndarray], bool],
         plan: JobPlan,
         token: CancelToken,
         stats: JobStats | None = None,
@@ -395,7 +396,9 @@ class WorkerPool:
         """Runs a video's frames through the workers; yields each chunk's result in frame order.
 
         Args:
-            frames: the decoded frames, I420 (``(height·3/2)×width``, ``plan.frame_size``).
+            read_frame: writes the next decoded frame, I420 (``(height·3/2)×width``,
+                ``plan.frame_size``), into the array it is given (a frame of a shared slot), and
+                says whether there was one (``ffmpeg.FrameReader.read_into``).
             plan: how to cut and process them.
             token: cancels the job (every worker stops within a frame).
 
@@ -412,14 +415,14 @@ class WorkerPool:
             ]
             self._jobs += 1
             yield from self._run_job(
-                self._jobs, workers, iter(frames), plan, token, stats or JobStats()
+                self._jobs, workers, read_frame, plan, token, stats or JobStats()
             )
 
     def _run_job(
         self,
         job: int,
         workers: list[_Worker],
-        frames: Iterator[np.ndarray],
+        read_frame: Callable[[np.ndarray], bool],
         plan: JobPlan,
         token: CancelToken,
         stats: JobStats,
@@ -464,19 +467,20 @@ class WorkerPool:
                 if state.repairs and state.idle:
                     continue
                 if filling is None and not exhausted and state.free_slots:
-                    first = next(frames, None)
+                    # The next chunk's first frame, read straight into a free slot (no worker
+                    # reads a slot before its header counts the frame).
+                    slot = state.free_slots[0]
+                    view = slots[slot]
+                    preroll = len(tail)
+                    exhausted = not read_frame(view[preroll])
                     token.raise_if_cancelled()
-                    if first is None:
-                        exhausted = True
+                    if exhausted:
                         continue
                     # A chunk is handed out as soon as its first frame is in: the worker follows
                     # the decoder through the slot (see ``ChunkRunner.run``).
-                    slot = state.free_slots.popleft()
-                    view = slots[slot]
-                    preroll = len(tail)
+                    state.free_slots.popleft()
                     for i, previous in enumerate(tail):
                         view[i] = previous
-                    view[preroll] = first
                     progress[slot] = (preroll + 1, -1)
                     task = replace(
                         template, chunk=len(state.chunks), first_frame=next_frame, slot=slot,
@@ -493,11 +497,9 @@ class WorkerPool:
                     for _ in range(_FILL_STEP):
                         if written == capacity:
                             break
-                        frame = next(frames, None)
-                        if frame is None:
+                        if not read_frame(view[written]):
                             exhausted = True
                             break
-                        view[written] = frame
                         written += 1
                         progress[slot, 0] = written
                     token.raise_if_cancelled()

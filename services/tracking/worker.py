@@ -71,8 +71,11 @@ class Cadence:
     (at least to the first skipped frame), which then detects on every frame until it finds the
     face: a face that came on screen between two idle detections is reported from where it came,
     as by a detection on every frame (only a face on screen for fewer frames than the idle
-    cadence can be missed). A chunk's last frame always detects while idle, so that the rewind
-    also covers the frames just before a chunk edge.
+    cadence can be missed). Frames in its reach that already ran detection, following nothing,
+    and found nothing are not run again (they would find nothing again), so where idle
+    detections come close together (near misses in a row) no frame is detected twice but the
+    one that sent the run back. A chunk's last frame always detects while idle, so that the
+    rewind also covers the frames just before a chunk edge.
     """
 
     detect_every: int = 1
@@ -343,6 +346,9 @@ def run_frames(
     # runs it. A seeded run starts on followed faces: nothing before its start to look back at.
     last_detection = start if seed is not None else start - 1
     rewind_to = -1
+    # Frames that ran detection while the graph followed nothing and that found nothing: run
+    # again after a reset they find nothing again, so a rewind does not repeat them.
+    looked_empty: set[int] = set()
     index = start - 1
     while frame_ready(index + 1):
         index += 1
@@ -386,8 +392,11 @@ def run_frames(
                 detect = cut or recently_lost or frame_index % cadence.detect_every == 0
             seeds = seed.landmarks if seed is not None and index == start else None
             detections += detect
+            followed = len(landmarks)
             if detect or previous or seeds is not None:
-                landmarks, scores = mesh.process(_rgb(frame, yuv), detect=detect, seeds=seeds)
+                landmarks, scores = mesh.process(
+                    _rgb(frame, yuv), detect=detect, seeds=seeds, look_near=idle
+                )
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
                 landmarks, scores = landmarks[:0], scores[:0]
@@ -415,6 +424,8 @@ def run_frames(
                     start if seed is None else start + 1,
                     min(last_detection + 1, index - cadence.rewind_frames),
                 )
+                while rewind_from in looked_empty and rewind_from < last_detection + 1:
+                    rewind_from += 1
                 for _ in range(index - rewind_from):
                     if history:
                         history.pop()
@@ -430,6 +441,8 @@ def run_frames(
                 continue
             if detect:
                 last_detection = index
+                if not followed and not len(landmarks) and seeds is None:
+                    looked_empty.add(index)
             history.append(1 if proposal else len(landmarks))
         if index < preroll:
             if index == preroll - 1:

@@ -171,6 +171,50 @@ def test_a_sparse_idle_cadence_reports_a_face_from_where_it_came(clips) -> None:
     assert first[6] == first[1]
 
 
+def test_a_rewind_does_not_detect_again_on_frames_that_found_nothing(clips) -> None:
+    """A face found by an idle detection sends the run back over the frames skipped since the
+    last detection. Frames before those that ran detection while following nothing, and found
+    nothing, would find nothing again: the rewind starts after them, and the face is still
+    reported from where detection on every frame reports it."""
+    frames = np.stack(list(ffmpeg.iter_frames(clips["entering.mp4"], 1280, 720)))
+    options = dict(preroll=0, out_width=1280, out_height=720, include_landmarks=False)
+    mesh = FaceMesh(MeshOptions())
+    detected: list[int] = []
+    process = mesh.process
+
+    def counting(rgb, *, detect, **kwargs):  # type: ignore[no-untyped-def]
+        if detect:  # RGB frames reach the graph as views of ``frames``: their index
+            detected.append((rgb.ctypes.data - frames.ctypes.data) // frames[0].nbytes)
+        return process(rgb, detect=detect, **kwargs)
+
+    mesh.process = counting  # type: ignore[method-assign]
+    try:
+        every = run_frames(
+            mesh, frames, first_frame=0, cadence=Cadence(idle_detect_every=1), **options
+        )
+        first = int(np.flatnonzero(every.counts)[0])
+        # Numbered so that an idle detection falls on the face's first frame (where the detector
+        # finds it) and goes back 8 frames; every frame detects up to 7 frames before it, then
+        # every 6th (the still background is not skipped as repeated frames): the rewind reaches
+        # one frame of the dense ones.
+        first_frame = -first % 6
+        cadence = Cadence(
+            idle_detect_every=6,
+            rewind_frames=8,
+            dense_frames=first_frame + first - 7,
+            reuse_duplicates=False,
+        )
+        detected.clear()
+        sparse = run_frames(mesh, frames, first_frame=first_frame, cadence=cadence, **options)
+    finally:
+        mesh.close()
+    assert 8 < first < 40
+    assert sparse.counts.tolist() == every.counts.tolist()
+    twice = sorted(i for i in set(detected) if detected.count(i) > 1)
+    assert first - 8 in detected  # a dense frame inside the rewind's reach...
+    assert twice == [first - 6, first]  # ...is not run again; the sparse detection is
+
+
 def test_a_rewind_over_repeated_frames_ends() -> None:
     """Repeated frames skip detection; a face after a run of them rewinds once, not forever."""
     import cv2
