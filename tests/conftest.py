@@ -37,8 +37,9 @@ def testdata() -> Callable[[str], Path]:
 
 
 def child_processes(name: str | None = None) -> set[int]:
-    """Pids of this process's live children (read from /proc), only those running ``name`` when
-    one is given."""
+    """Pids of this process's live children (read from /proc), only those whose command starts
+    with ``name`` when one is given (``ffmpeg`` also finds the static build's
+    ``ffmpeg-linux-x86_64-v9.0.2``)."""
     me = str(os.getpid())
     children = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -48,7 +49,7 @@ def child_processes(name: str | None = None) -> set[int]:
             continue
         command = text[text.index("(") + 1 : text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
-        if fields[1] == me and fields[0] != "Z" and name in (None, command):
+        if fields[1] == me and fields[0] != "Z" and command.startswith(name or ""):
             children.add(int(stat.parent.name))
     return children
 

@@ -110,36 +110,3 @@ def test_a_file_that_is_not_media_is_undecodable(tmp_path) -> None:
     junk.write_bytes(b"\x00not a video" * 100)
     with pytest.raises(UndecodableMedia):
         ffmpeg.probe(junk)
-
-
-def test_frames_read_into_a_buffer_of_the_callers_are_the_iterated_frames(testdata) -> None:
-    """``FrameReader.read_into`` fills shared-memory slots in place: the same frames as iterating,
-    through a pipe big enough for a frame (ffmpeg does not wait on the reader a dozen times a
-    frame), and a buffer of the wrong size is refused."""
-    import fcntl
-
-    import numpy as np
-
-    video = testdata("video/counter.mp4")
-    expected = np.stack(list(ffmpeg.iter_frames(video, 64, 36, pix_fmt="yuv420p")))
-    slots = np.zeros((len(expected) + 1, 54, 64), np.uint8)
-    with ffmpeg.FrameReader(video, 64, 36, pix_fmt="yuv420p") as reader:
-        assert fcntl.fcntl(reader._stdout.fileno(), fcntl.F_GETPIPE_SZ) >= 1 << 20
-        with pytest.raises(ValueError, match="bytes"):
-            reader.read_into(np.zeros((36, 64), np.uint8))
-        count = 0
-        while reader.read_into(slots[count]):
-            count += 1
-        assert not reader.read_into(slots[count])  # and stays at the end
-    assert count == len(expected)
-    np.testing.assert_array_equal(slots[:count], expected)
-
-
-def test_a_decoder_error_is_raised_with_ffmpegs_reason(tmp_path, testdata) -> None:
-    """A truncated file (its index lost) is no empty video: ffmpeg's own error is raised."""
-    whole = testdata("video/counter.mp4").read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(UndecodableMedia, match=r"cut\.mp4.*Invalid data"):
-        for _frame in ffmpeg.iter_frames(cut, 48, 27):
-            pass
