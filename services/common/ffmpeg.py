@@ -312,11 +312,14 @@ class FrameReader:
         return True
 
     def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
-        while True:
-            frame = np.empty(self.shape, np.uint8)
-            if not self.read_into(frame):
-                return
-            yield frame
+        try:
+            while True:
+                frame = np.empty(self.shape, np.uint8)
+                if not self.read_into(frame):
+                    return
+                yield frame
+        finally:
+            self.close()
 
     def _finish(self) -> None:
         """The output ended: ffmpeg's exit status decides whether that was the video's end."""
@@ -346,25 +349,9 @@ class FrameReader:
         self.close()
 
 
-def iter_frames(
-    path: Path,
-    width: int,
-    height: int,
-    *,
-    fps: float | None = None,
-    token: CancelToken | None = None,
-    threads: int = 0,
-    filter_threads: int = 0,
-    pix_fmt: str = "rgb24",
-    scale_flags: str = "area",
-) -> Iterator[npt.NDArray[np.uint8]]:
-    """Decodes ``path`` to ``height``×``width``×3 uint8 frames (optionally resampled to ``fps``),
-    or I420 ones with ``pix_fmt`` "yuv420p"; the arguments are :class:`FrameReader`'s."""
-    with FrameReader(
-        path, width, height, fps=fps, token=token, threads=threads,
-        filter_threads=filter_threads, pix_fmt=pix_fmt, scale_flags=scale_flags,
-    ) as reader:  # fmt: skip
-        yield from reader
+#: ``for frame in iter_frames(path, width, height, ...)``: a :class:`FrameReader` iterated (ffmpeg
+#: is stopped when the loop ends, or is left and the iteration collected).
+iter_frames = FrameReader
 
 
 def read_audio(
