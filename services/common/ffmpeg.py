@@ -282,10 +282,10 @@ class FrameReader:
             bufsize=0,
         )  # fmt: skip
         self._stdout = self._process.stdout
-        with contextlib.suppress(OSError, AttributeError):  # a smaller pipe only costs time
-            fcntl.fcntl(self._stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[union-attr]
         self._tail = _StderrTail(self._process.stderr)
         self._closed = False
+        with contextlib.suppress(OSError, AttributeError):  # a smaller pipe only costs time
+            fcntl.fcntl(self._stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[union-attr]
 
     def read_into(self, out: npt.NDArray[np.uint8]) -> bool:
         """Fills ``out`` (C-contiguous uint8 of :attr:`shape`) with the next frame; False once
@@ -341,6 +341,11 @@ class FrameReader:
         self._tail.join()
         if self._stdout is not None:
             self._stdout.close()
+
+    def __del__(self) -> None:
+        # Dropped unclosed (an error before its frames were read): no ffmpeg left behind.
+        if getattr(self, "_closed", True) is False:
+            self.close()
 
     def __enter__(self) -> FrameReader:
         return self

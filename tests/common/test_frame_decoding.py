@@ -33,6 +33,17 @@ def test_frames_read_into_a_buffer_of_the_callers_are_the_iterated_frames(testda
     np.testing.assert_array_equal(slots[:count], expected)
 
 
+def test_a_reader_dropped_unread_leaves_no_ffmpeg_behind(testdata, ffmpeg_children) -> None:
+    import gc
+
+    before = ffmpeg_children()
+    reader = ffmpeg.FrameReader(testdata("video/short_hamilton_clip.mp4"), 640, 360)
+    assert len(ffmpeg_children()) == len(before) + 1
+    del reader
+    gc.collect()
+    assert ffmpeg_children() == before
+
+
 def test_a_decoder_error_is_raised_with_ffmpegs_reason(tmp_path, testdata) -> None:
     """A truncated file (its index lost) is no empty video: ffmpeg's own error is raised."""
     whole = testdata("video/counter.mp4").read_bytes()
