@@ -78,10 +78,10 @@ def turned(tmp_path, testdata) -> Path:
 @pytest.mark.parametrize(
     ("video", "size", "options"),
     [
-        # The tracking workers' frames: I420 at the display size, area-scaled down...
-        ("short_hamilton_clip.mp4", (640, 360), {"pix_fmt": "yuv420p"}),
-        # ...stretched (as an anamorphic picture is)...
-        ("testvideo.mp4", (1024, 576), {"pix_fmt": "yuv420p"}),
+        # The tracking workers' frames: I420 at the display size, area-scaled down (640×360)...
+        ("short_hamilton_clip.mp4", (480, 270), {"pix_fmt": "yuv420p"}),
+        # ...stretched (as an anamorphic picture is: 480×320 shown 640 wide)...
+        ("fades.mp4", (640, 320), {"pix_fmt": "yuv420p"}),
         # ...and turned upright.
         ("turned", (360, 640), {"pix_fmt": "yuv420p"}),
         # The scene model's frames: 25 fps, bicubic, RGB.
