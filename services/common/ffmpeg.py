@@ -203,6 +203,11 @@ def probe(path: Path, timeout_s: float = 60.0) -> MediaInfo:
     )
 
 
+def _reason(stderr: str) -> str:
+    """What a failed ffmpeg says last (its error), for the message raised."""
+    return (stderr.strip().splitlines()[-1:] or ["ffmpeg failed"])[0]
+
+
 class _StderrTail:
     """Drains a child's stderr on a thread, keeping the last lines for error messages."""
 
@@ -327,8 +332,7 @@ class FrameReader:
         stderr = self._tail.join()
         self.close()
         if self._process.returncode != 0:
-            last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
-            raise UndecodableMedia(f"cannot decode {self._what}: {last[0]}")
+            raise UndecodableMedia(f"cannot decode {self._what}: {_reason(stderr)}")
 
     def close(self) -> None:
         """Stops ffmpeg if it is still running (idempotent)."""
@@ -388,7 +392,6 @@ def read_audio(
         process.wait()
         stderr = tail.join()
     if process.returncode != 0:
-        last = stderr.strip().splitlines()[-1:] or ["ffmpeg failed"]
-        raise UndecodableMedia(f"cannot decode the audio of {path.name}: {last[0]}")
+        raise UndecodableMedia(f"cannot decode the audio of {path.name}: {_reason(stderr)}")
     data = b"".join(parts)
     return np.frombuffer(data[: len(data) // 4 * 4], dtype=np.float32).copy()

@@ -393,9 +393,12 @@ def run_frames(
             seeds = seed.landmarks if seed is not None and index == start else None
             detections += detect
             followed = len(landmarks)
+            # Only an idle detection after skipped frames (and past a rewind) can send the run
+            # back: only there are the detector's near misses worth decoding.
+            can_wake = idle and index > last_detection + 1 and index > rewind_to
             if detect or previous or seeds is not None:
                 landmarks, scores = mesh.process(
-                    _rgb(frame, yuv), detect=detect, seeds=seeds, look_near=idle
+                    _rgb(frame, yuv), detect=detect, seeds=seeds, look_near=can_wake
                 )
             else:
                 # Nothing followed and no detection: the graph would find nothing and stay empty.
@@ -404,15 +407,11 @@ def run_frames(
             # scoring just under the detection threshold (a near miss), or a proposal that the
             # landmark model rejected (Cadence.wake_on_proposals).
             empty_look = idle and detect and not len(landmarks)
-            near_miss = empty_look and mesh.near_misses > 0
+            near_miss = can_wake and empty_look and mesh.near_misses > 0
             proposal = empty_look and cadence.wake_on_proposals and mesh.rejected > 0
-            if (
-                detect
-                and idle
-                and (len(landmarks) or proposal or near_miss)
-                and index > last_detection + 1
-                and index > rewind_to  # once per appearance (repeated frames skip detection)
-            ):
+            # ``can_wake``'s ``index > rewind_to``: once per appearance (repeated frames skip
+            # detection).
+            if detect and can_wake and (len(landmarks) or proposal or near_miss):
                 # A face (or a sign of one) appeared at a sparse idle detection: it may have been
                 # on screen (and detectable, or accepted) on the frames skipped since the last
                 # one, or even before (the detector is unsure of a face coming on screen). Forget
