@@ -321,6 +321,13 @@ def _track(
     if batch:
         yield Progress(done, done, "tracking")
         yield batch
+    declared = probe.result().frame_count
+    if done < 0.9 * declared:
+        # ffmpeg stops without an error at a cut-off end (a truncated upload): say so.
+        log.warning(
+            "%s: only %d of the %d frames its container declares could be decoded "
+            "(a truncated or damaged file?)", path.name, done, declared,
+        )  # fmt: skip
     tracks = tracker.tracks()
     log.info(
         "tracked %s: %d frames, %d faces, %d tracks; %d chunks (%d re-run seeded), "

@@ -56,6 +56,17 @@ def tracking_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )  # fmt: skip
     sideways.unlink()
+    # The hamilton clip with its index first (as a web upload is) and its second half cut off:
+    # the first half still decodes.
+    indexed = root / "indexed.mp4"
+    subprocess.run(
+        [*ffmpeg, "-i", str(testdata("video/short_hamilton_clip.mp4")), "-c", "copy",
+         "-movflags", "+faststart", str(indexed)],
+        check=True,
+    )  # fmt: skip
+    whole = indexed.read_bytes()
+    (root / "cut_short.mp4").write_bytes(whole[: len(whole) // 2])
+    indexed.unlink()
     # The first 200 kB of an mp4 whose index (moov) is at the end: unreadable.
     (root / "truncated.mp4").write_bytes(
         testdata("video/short_hamilton_clip.mp4").read_bytes()[:200_000]

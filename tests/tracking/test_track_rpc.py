@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -218,6 +219,18 @@ async def test_bad_media_is_refused_precisely(tracking_stub, run_track, path, co
         await run_track(tracking_stub, path)
     assert info.value.code() == code
     assert words in info.value.details()
+
+
+async def test_a_file_cut_short_gives_its_frames_and_a_warning(
+    tracking_stub, run_track, caplog
+) -> None:
+    """ffmpeg ends a truncated file without an error: the frames that decode are tracked, and
+    the log says how many of the declared ones were missing."""
+    with caplog.at_level(logging.WARNING, logger="services.tracking.pipeline"):
+        _, frames, summary = await run_track(tracking_stub, "cut_short.mp4")
+    assert 100 < summary.frame_count == len(frames) < 250
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cut_short.mp4: only" in w and "truncated" in w for w in warnings), warnings
 
 
 @pytest.mark.parametrize(
